@@ -1,0 +1,339 @@
+//! Cutting a byte stream into frames: lines, and length-declared payloads.
+//!
+//! TCP delivers a stream of bytes, not messages: one `read` may return half
+//! a line or three and a half lines. [`FrameReader`] keeps the bytes that
+//! have arrived in a buffer and hands out one complete frame at a time.
+//! It is used on both sides of the connection (the server reads commands,
+//! the client library reads server lines) and works over any
+//! [`std::io::Read`], which is how the unit tests below feed it bytes
+//! without a socket.
+//!
+//! # Bounded memory
+//!
+//! A reader that buffers "until the newline" lets a peer that never sends
+//! a newline grow the buffer without limit. Here a line may be at most
+//! `max_line` bytes (not counting its LF, nor a CR right before the LF,
+//! which is dropped so that `telnet` and `nc -C` work). When a line
+//! outgrows that, the reader reports [`Frame::TooLong`] **once**, throws
+//! away what it holds, and keeps throwing bytes away until the next LF.
+//! The buffer never holds more than `max_line + 2` bytes of one line, so
+//! an endless stream of garbage costs one error line and no memory.
+//!
+//! # Payloads
+//!
+//! After a `/send LEN` (or `DATA SEQ FROM LEN`) header the next LEN bytes
+//! are raw, newlines and all. The caller, which has parsed the header and
+//! checked LEN against its own limit, asks for them with
+//! [`FrameReader::read_payload`] (or discards them with
+//! [`FrameReader::skip_payload`]), then checks the terminating LF with
+//! [`FrameReader::read_payload_end`].
+
+use std::io::{self, ErrorKind, Read};
+
+/// How many bytes the reader asks the socket for at least, and its first
+/// buffer size. Large enough that a busy connection costs few `read` calls,
+/// small enough that thousands of idle connections cost little.
+const READ_CHUNK: usize = 4096;
+
+/// One frame handed out by [`FrameReader::read_line`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// A complete line, without its LF and without a CR right before it.
+    Line(&'a [u8]),
+    /// A line longer than the limit. Reported once per line, as soon as
+    /// the reader knows; the rest of the line, up to its LF, is discarded
+    /// without being buffered.
+    TooLong,
+}
+
+/// Reads [`Frame`]s out of any byte source; see the [module docs](self).
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    /// Storage; the unread bytes are `buf[start..end]`.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// How many unread bytes (from `start`) are already known to hold no
+    /// LF, so a long line arriving in small pieces is scanned once, not
+    /// once per piece.
+    scanned: usize,
+    /// Inside an overlong line: drop everything up to the next LF.
+    discarding: bool,
+    max_line: usize,
+}
+
+impl<R: Read> FrameReader<R> {
+    /// A reader that refuses lines longer than `max_line` bytes.
+    pub fn new(inner: R, max_line: usize) -> Self {
+        FrameReader {
+            inner,
+            buf: vec![0; READ_CHUNK.min(max_line + 2).max(64)],
+            start: 0,
+            end: 0,
+            scanned: 0,
+            discarding: false,
+            max_line,
+        }
+    }
+
+    /// The byte source.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// Bytes received but not yet handed out.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    /// Reads the next line.
+    ///
+    /// Returns `Ok(None)` when the peer closed the stream cleanly between
+    /// lines, and an [`ErrorKind::UnexpectedEof`] error when it closed in
+    /// the middle of one (a partial line is never handed out).
+    pub fn read_line(&mut self) -> io::Result<Option<Frame<'_>>> {
+        let (line_start, line_len) = loop {
+            let unread = &self.buf[self.start..self.end];
+            if let Some(i) = find_lf(&unread[self.scanned..]).map(|i| i + self.scanned) {
+                let consumed = i + 1;
+                let len = strip_cr(&unread[..i]).len();
+                let line_start = self.start;
+                self.start += consumed;
+                self.scanned = 0;
+                if self.discarding {
+                    // The LF that ends an overlong line already reported.
+                    self.discarding = false;
+                    continue;
+                }
+                if len > self.max_line {
+                    return Ok(Some(Frame::TooLong));
+                }
+                break (line_start, len);
+            }
+            // No LF in what we hold.
+            if self.discarding {
+                self.start = self.end;
+                self.scanned = 0;
+            } else if unread.len() > self.max_line + 1 {
+                // More than a full line plus a possible CR and still no
+                // LF: this line is too long whatever comes next.
+                self.start = self.end;
+                self.scanned = 0;
+                self.discarding = true;
+                return Ok(Some(Frame::TooLong));
+            } else {
+                self.scanned = unread.len();
+            }
+            if self.fill()? == 0 {
+                return if self.discarding || self.start < self.end {
+                    Err(ErrorKind::UnexpectedEof.into())
+                } else {
+                    Ok(None)
+                };
+            }
+        };
+        Ok(Some(Frame::Line(
+            &self.buf[line_start..line_start + line_len],
+        )))
+    }
+
+    /// Reads exactly `len` payload bytes into `out` (replacing its
+    /// contents). The caller has already checked `len` against its limit.
+    pub fn read_payload(&mut self, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
+        out.clear();
+        let from_buffer = len.min(self.end - self.start);
+        out.extend_from_slice(&self.buf[self.start..self.start + from_buffer]);
+        self.start += from_buffer;
+        if from_buffer < len {
+            // Read the rest straight into `out`: no second copy.
+            out.resize(len, 0);
+            self.inner.read_exact(&mut out[from_buffer..])?;
+        }
+        Ok(())
+    }
+
+    /// Reads and discards `len` payload bytes (a refused `/send` still has
+    /// its payload skipped, so that the framing holds).
+    pub fn skip_payload(&mut self, mut len: u64) -> io::Result<()> {
+        loop {
+            let take = len.min((self.end - self.start) as u64) as usize;
+            self.start += take;
+            len -= take as u64;
+            if len == 0 {
+                return Ok(());
+            }
+            if self.fill()? == 0 {
+                return Err(ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    /// Consumes the line end that must follow a payload: LF, or CR LF.
+    /// Returns `false` if something else is there, after which the framing
+    /// of the stream can no longer be trusted.
+    pub fn read_payload_end(&mut self) -> io::Result<bool> {
+        match self.next_byte()? {
+            b'\n' => Ok(true),
+            b'\r' => Ok(self.next_byte()? == b'\n'),
+            _ => Ok(false),
+        }
+    }
+
+    fn next_byte(&mut self) -> io::Result<u8> {
+        if self.start == self.end && self.fill()? == 0 {
+            return Err(ErrorKind::UnexpectedEof.into());
+        }
+        let b = self.buf[self.start];
+        self.start += 1;
+        Ok(b)
+    }
+
+    /// Reads more bytes from the source into the buffer; returns how many
+    /// (0 at end of stream). Makes room first: moves unread bytes to the
+    /// front, and grows the buffer (up to one full line plus CR LF) when a
+    /// partial line fills it.
+    fn fill(&mut self) -> io::Result<usize> {
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        } else if self.end == self.buf.len() && self.start > 0 {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.buf.len() {
+            let limit = self.max_line + 2;
+            let grown = (self.buf.len() * 2).clamp(READ_CHUNK, limit.max(READ_CHUNK));
+            self.buf.resize(grown, 0);
+        }
+        loop {
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+/// Where the first LF in `bytes` is.
+fn find_lf(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+/// A line without the CR that may precede its LF.
+pub fn strip_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A source that hands out its bytes a few at a time, the way a socket
+    /// may.
+    struct Trickle<'a> {
+        data: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+            let n = self.step.min(self.data.len()).min(out.len());
+            out[..n].copy_from_slice(&self.data[..n]);
+            self.data = &self.data[n..];
+            Ok(n)
+        }
+    }
+
+    fn lines(data: &[u8], max_line: usize, step: usize) -> Vec<Result<Vec<u8>, &'static str>> {
+        let mut r = FrameReader::new(Trickle { data, step }, max_line);
+        let mut out = Vec::new();
+        loop {
+            match r.read_line() {
+                Ok(Some(Frame::Line(l))) => out.push(Ok(l.to_vec())),
+                Ok(Some(Frame::TooLong)) => out.push(Err("too long")),
+                Ok(None) => return out,
+                Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
+                    out.push(Err("eof"));
+                    return out;
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn splits_lines_and_drops_one_cr() {
+        for step in [1, 3, 100] {
+            let got = lines(b"a\nbb\r\n\r\nc\r\r\n", 10, step);
+            assert_eq!(
+                got,
+                vec![
+                    Ok(b"a".to_vec()),
+                    Ok(b"bb".to_vec()),
+                    Ok(b"".to_vec()),
+                    Ok(b"c\r".to_vec())
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn limit_counts_bytes_after_the_cr_is_dropped() {
+        for step in [1, 7, 100] {
+            let got = lines(b"12345\r\n123456\nok\n", 5, step);
+            assert_eq!(
+                got,
+                vec![Ok(b"12345".to_vec()), Err("too long"), Ok(b"ok".to_vec())]
+            );
+        }
+    }
+
+    #[test]
+    fn endless_garbage_is_reported_once_and_not_buffered() {
+        let mut data = vec![b'x'; 100_000];
+        data.extend_from_slice(b"\nafter\n");
+        let mut r = FrameReader::new(Trickle { data: &data, step: 999 }, 16);
+        assert_eq!(r.read_line().unwrap(), Some(Frame::TooLong));
+        assert_eq!(r.read_line().unwrap(), Some(Frame::Line(b"after")));
+        assert!(r.buf.len() <= 4096, "buffer grew to {}", r.buf.len());
+        assert_eq!(r.read_line().unwrap(), None);
+    }
+
+    #[test]
+    fn eof_inside_a_line_is_an_error() {
+        assert_eq!(lines(b"ok\npartial", 10, 4), vec![Ok(b"ok".to_vec()), Err("eof")]);
+    }
+
+    #[test]
+    fn payloads_are_raw_and_end_with_lf_or_crlf() {
+        let data = b"/send 3\na\nb\n/send 2\nxy\r\nnext\n/send 1\nzQ";
+        let mut r = FrameReader::new(Trickle { data, step: 2 }, 100);
+        let mut payload = Vec::new();
+        assert_eq!(r.read_line().unwrap(), Some(Frame::Line(b"/send 3")));
+        r.read_payload(3, &mut payload).unwrap();
+        assert_eq!(payload, b"a\nb");
+        assert!(r.read_payload_end().unwrap());
+        assert_eq!(r.read_line().unwrap(), Some(Frame::Line(b"/send 2")));
+        r.skip_payload(2).unwrap();
+        assert!(r.read_payload_end().unwrap());
+        assert_eq!(r.read_line().unwrap(), Some(Frame::Line(b"next")));
+        assert_eq!(r.read_line().unwrap(), Some(Frame::Line(b"/send 1")));
+        r.read_payload(1, &mut payload).unwrap();
+        assert_eq!(payload, b"z");
+        assert!(!r.read_payload_end().unwrap());
+    }
+
+    #[test]
+    fn a_long_line_within_the_limit_grows_the_buffer() {
+        let mut data = vec![b'y'; 20_000];
+        data.push(b'\n');
+        let got = lines(&data, 20_000, 1500);
+        assert_eq!(got, vec![Ok(vec![b'y'; 20_000])]);
+    }
+}

@@ -1,0 +1,482 @@
+//! Server → client lines: encoding (server side) and parsing (client side).
+//!
+//! Every server line is `VERB FIELD FIELD … [TEXT]`: words separated by one
+//! space, and for some verbs a last free-text field that may hold spaces.
+//! When that text is empty the line simply ends after the last word (so
+//! `PONG` is a `PONG` with no token).
+//!
+//! [`ServerLine`] borrows its strings from the line it was parsed from;
+//! the server builds one from its own strings just long enough to encode
+//! it. Encoding then parsing gives back the same value (a property test in
+//! `tests/` checks this for arbitrary values).
+
+use super::{ErrorCode, Reason, format_time, parse_time};
+use std::fmt;
+use std::io::Write;
+use std::time::SystemTime;
+
+/// One server line. Variants with a `seq` are *broadcast events*: every
+/// client receives them, in the same order, numbered by one server-wide
+/// counter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerLine<'a> {
+    /// `WELCOME ID NAME TIME KEY EPOCH TEXT`: the first line on every
+    /// accepted connection.
+    Welcome {
+        /// This connection's id; its first name is `guest-ID`.
+        id: u64,
+        /// The name it starts with.
+        name: &'a str,
+        /// Server time at connect.
+        time: SystemTime,
+        /// The secret session key (`/resume SEQ KEY` on a later
+        /// connection takes this one's name back).
+        key: &'a str,
+        /// Names this run of the server; changes at every start.
+        epoch: &'a str,
+        /// A greeting.
+        text: &'a str,
+    },
+    /// `MSG SEQ FROM TEXT`: a chat message.
+    Msg {
+        /// Broadcast sequence number.
+        seq: u64,
+        /// Sender's name.
+        from: &'a str,
+        /// The message.
+        text: &'a str,
+    },
+    /// `DATA SEQ FROM LEN`: LEN raw bytes and an LF follow.
+    Data {
+        /// Broadcast sequence number.
+        seq: u64,
+        /// Sender's name.
+        from: &'a str,
+        /// Payload length.
+        len: u64,
+    },
+    /// `DM FROM TEXT`: a direct message.
+    Dm {
+        /// Sender's name (`*` for the program embedding the server).
+        from: &'a str,
+        /// The message.
+        text: &'a str,
+    },
+    /// `JOIN SEQ NAME`: NAME connected.
+    Join {
+        /// Broadcast sequence number.
+        seq: u64,
+        /// Who joined.
+        name: &'a str,
+    },
+    /// `NICK SEQ OLD NEW`: OLD is now called NEW.
+    Nick {
+        /// Broadcast sequence number.
+        seq: u64,
+        /// The name before.
+        old: &'a str,
+        /// The name after.
+        new: &'a str,
+    },
+    /// `LEAVE SEQ NAME REASON`: NAME is gone.
+    Leave {
+        /// Broadcast sequence number.
+        seq: u64,
+        /// Who left.
+        name: &'a str,
+        /// Why.
+        reason: Reason,
+    },
+    /// `TICK SEQ TIME TEXT`: a notification from the server itself.
+    Tick {
+        /// Broadcast sequence number.
+        seq: u64,
+        /// When it was sent.
+        time: SystemTime,
+        /// The notification.
+        text: &'a str,
+    },
+    /// `USERS N NAME …`: the answer to `/list`.
+    Users {
+        /// The names, in the server's order (sorted without regard to case).
+        names: Vec<&'a str>,
+    },
+    /// `PING TOKEN`: the server wants a sign of life (answer `/pong TOKEN`).
+    Ping(&'a str),
+    /// `PONG [TOKEN]`: the answer to `/ping [TOKEN]`.
+    Pong(&'a str),
+    /// `HELP TEXT`: one line of help.
+    Help(&'a str),
+    /// `OK WHAT …`: a command of this client succeeded.
+    Ok {
+        /// Which command (`nick`, `msg`, `resume`, `auth`, `help`).
+        what: &'a str,
+        /// The rest of the line (`NAME` for nick/msg, `LAST` for resume).
+        detail: &'a str,
+    },
+    /// `ERR CODE TEXT`: a command of this client failed.
+    Err {
+        /// What kind of failure.
+        code: ErrorCode,
+        /// What went wrong, in words (for `resume-gap`: the oldest SEQ
+        /// still held).
+        text: &'a str,
+    },
+    /// `BYE REASON`: the server closes the connection after this line.
+    Bye(Reason),
+}
+
+/// A server line that could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LineError {
+    message: String,
+}
+
+impl LineError {
+    pub(crate) fn new(message: impl Into<String>) -> Self {
+        LineError {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for LineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for LineError {}
+
+impl<'a> ServerLine<'a> {
+    /// The broadcast SEQ of this line, if it is a broadcast event.
+    pub fn seq(&self) -> Option<u64> {
+        match *self {
+            ServerLine::Msg { seq, .. }
+            | ServerLine::Data { seq, .. }
+            | ServerLine::Join { seq, .. }
+            | ServerLine::Nick { seq, .. }
+            | ServerLine::Leave { seq, .. }
+            | ServerLine::Tick { seq, .. } => Some(seq),
+            _ => None,
+        }
+    }
+
+    /// Appends this line, LF included, to `out`. (For [`ServerLine::Data`]
+    /// only the header: the caller appends the payload and its LF, or uses
+    /// [`encode_data`].)
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        // Writing into a Vec cannot fail.
+        let _ = match self {
+            ServerLine::Welcome {
+                id,
+                name,
+                time,
+                key,
+                epoch,
+                text,
+            } => write!(
+                out,
+                "WELCOME {id} {name} {} {key} {epoch}{}",
+                format_time(*time),
+                Text(text)
+            ),
+            ServerLine::Msg { seq, from, text } => write!(out, "MSG {seq} {from}{}", Text(text)),
+            ServerLine::Data { seq, from, len } => write!(out, "DATA {seq} {from} {len}"),
+            ServerLine::Dm { from, text } => write!(out, "DM {from}{}", Text(text)),
+            ServerLine::Join { seq, name } => write!(out, "JOIN {seq} {name}"),
+            ServerLine::Nick { seq, old, new } => write!(out, "NICK {seq} {old} {new}"),
+            ServerLine::Leave { seq, name, reason } => write!(out, "LEAVE {seq} {name} {reason}"),
+            ServerLine::Tick { seq, time, text } => {
+                write!(out, "TICK {seq} {}{}", format_time(*time), Text(text))
+            }
+            ServerLine::Users { names } => {
+                let _ = write!(out, "USERS {}", names.len());
+                names.iter().try_for_each(|n| write!(out, " {n}"))
+            }
+            ServerLine::Ping(token) => write!(out, "PING{}", Text(token)),
+            ServerLine::Pong(token) => write!(out, "PONG{}", Text(token)),
+            ServerLine::Help(text) => write!(out, "HELP{}", Text(text)),
+            ServerLine::Ok { what, detail } => write!(out, "OK {what}{}", Text(detail)),
+            ServerLine::Err { code, text } => write!(out, "ERR {code}{}", Text(text)),
+            ServerLine::Bye(reason) => write!(out, "BYE {reason}"),
+        };
+        out.push(b'\n');
+    }
+
+    /// This line as a `String`, LF included (handy in tests and logs).
+    pub fn to_line(&self) -> String {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        String::from_utf8(out).expect("server lines are built from str")
+    }
+
+    /// Parses one server line (without its line end).
+    pub fn parse(line: &'a str) -> Result<ServerLine<'a>, LineError> {
+        let mut f = Fields::new(line);
+        let verb = f.word("verb")?;
+        let parsed = match verb {
+            "WELCOME" => ServerLine::Welcome {
+                id: f.number("ID")?,
+                name: f.word("NAME")?,
+                time: f.time()?,
+                key: f.word("KEY")?,
+                epoch: f.word("EPOCH")?,
+                text: f.text(),
+            },
+            "MSG" => ServerLine::Msg {
+                seq: f.number("SEQ")?,
+                from: f.word("FROM")?,
+                text: f.text(),
+            },
+            "DATA" => ServerLine::Data {
+                seq: f.number("SEQ")?,
+                from: f.word("FROM")?,
+                len: f.last_number("LEN")?,
+            },
+            "DM" => ServerLine::Dm {
+                from: f.word("FROM")?,
+                text: f.text(),
+            },
+            "JOIN" => ServerLine::Join {
+                seq: f.number("SEQ")?,
+                name: f.last_word("NAME")?,
+            },
+            "NICK" => ServerLine::Nick {
+                seq: f.number("SEQ")?,
+                old: f.word("OLD")?,
+                new: f.last_word("NEW")?,
+            },
+            "LEAVE" => ServerLine::Leave {
+                seq: f.number("SEQ")?,
+                name: f.word("NAME")?,
+                reason: f.last_word("REASON")?.parse()?,
+            },
+            "TICK" => ServerLine::Tick {
+                seq: f.number("SEQ")?,
+                time: f.time()?,
+                text: f.text(),
+            },
+            "USERS" => {
+                let n = f.number("N")?;
+                let names: Vec<&str> = match f.rest {
+                    Some(rest) => rest.split(' ').collect(),
+                    None => Vec::new(),
+                };
+                if names.len() as u64 != n || names.iter().any(|n| n.is_empty()) {
+                    return Err(LineError::new(format!("USERS says {n} names: {line:?}")));
+                }
+                ServerLine::Users { names }
+            }
+            "PING" => ServerLine::Ping(f.text()),
+            "PONG" => ServerLine::Pong(f.text()),
+            "HELP" => ServerLine::Help(f.text()),
+            "OK" => ServerLine::Ok {
+                what: f.word("WHAT")?,
+                detail: f.text(),
+            },
+            "ERR" => ServerLine::Err {
+                code: f.word("CODE")?.parse()?,
+                text: f.text(),
+            },
+            "BYE" => ServerLine::Bye(f.last_word("REASON")?.parse()?),
+            other => return Err(LineError::new(format!("unknown verb {other:?}"))),
+        };
+        Ok(parsed)
+    }
+}
+
+/// Appends a whole `DATA SEQ FROM LEN` frame: header, payload, LF.
+pub fn encode_data(seq: u64, from: &str, payload: &[u8], out: &mut Vec<u8>) {
+    out.reserve(payload.len() + from.len() + 32);
+    ServerLine::Data {
+        seq,
+        from,
+        len: payload.len() as u64,
+    }
+    .encode(out);
+    out.extend_from_slice(payload);
+    out.push(b'\n');
+}
+
+/// Displays a trailing free-text field: a space and the text, or nothing.
+struct Text<'a>(&'a str);
+
+impl fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            write!(f, " {}", self.0)
+        }
+    }
+}
+
+/// Walks the space-separated fields of a line, left to right.
+struct Fields<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Fields<'a> {
+    fn new(line: &'a str) -> Self {
+        Fields { rest: Some(line) }
+    }
+
+    /// The next word (non-empty, up to the next space).
+    fn word(&mut self, what: &str) -> Result<&'a str, LineError> {
+        let rest = self
+            .rest
+            .ok_or_else(|| LineError::new(format!("missing {what}")))?;
+        let (word, rest) = match rest.split_once(' ') {
+            Some((word, rest)) => (word, Some(rest)),
+            None => (rest, None),
+        };
+        if word.is_empty() {
+            return Err(LineError::new(format!("empty {what}")));
+        }
+        self.rest = rest;
+        Ok(word)
+    }
+
+    /// The next word, which must be the last one.
+    fn last_word(&mut self, what: &str) -> Result<&'a str, LineError> {
+        let word = self.word(what)?;
+        match self.rest {
+            None => Ok(word),
+            Some(extra) => Err(LineError::new(format!("unexpected {extra:?} after {what}"))),
+        }
+    }
+
+    /// The next word as a plain decimal number.
+    fn number(&mut self, what: &str) -> Result<u64, LineError> {
+        let word = self.word(what)?;
+        parse_number(word).ok_or_else(|| LineError::new(format!("{what} is not a number: {word:?}")))
+    }
+
+    fn last_number(&mut self, what: &str) -> Result<u64, LineError> {
+        let word = self.last_word(what)?;
+        parse_number(word).ok_or_else(|| LineError::new(format!("{what} is not a number: {word:?}")))
+    }
+
+    fn time(&mut self) -> Result<SystemTime, LineError> {
+        let word = self.word("TIME")?;
+        parse_time(word).ok_or_else(|| LineError::new(format!("TIME is not RFC 3339: {word:?}")))
+    }
+
+    /// Everything that is left: the free-text last field ("" if none).
+    fn text(self) -> &'a str {
+        self.rest.unwrap_or("")
+    }
+}
+
+fn parse_number(word: &str) -> Option<u64> {
+    if word.bytes().all(|b| b.is_ascii_digit()) {
+        word.parse().ok()
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn lines_look_like_the_contract() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_341_605_123);
+        let cases = [
+            (
+                ServerLine::Welcome {
+                    id: 3,
+                    name: "guest-3",
+                    time: t,
+                    key: "00ff",
+                    epoch: "e1",
+                    text: "hello there",
+                },
+                "WELCOME 3 guest-3 2026-11-22T10:00:05.123Z 00ff e1 hello there\n",
+            ),
+            (
+                ServerLine::Msg {
+                    seq: 7,
+                    from: "alice",
+                    text: "hi  all",
+                },
+                "MSG 7 alice hi  all\n",
+            ),
+            (
+                ServerLine::Data {
+                    seq: 8,
+                    from: "bob",
+                    len: 3,
+                },
+                "DATA 8 bob 3\n",
+            ),
+            (
+                ServerLine::Leave {
+                    seq: 9,
+                    name: "bob",
+                    reason: Reason::SlowConsumer,
+                },
+                "LEAVE 9 bob slow-consumer\n",
+            ),
+            (
+                ServerLine::Users {
+                    names: vec!["a", "B"],
+                },
+                "USERS 2 a B\n",
+            ),
+            (ServerLine::Users { names: vec![] }, "USERS 0\n"),
+            (ServerLine::Pong(""), "PONG\n"),
+            (
+                ServerLine::Ok {
+                    what: "resume",
+                    detail: "12",
+                },
+                "OK resume 12\n",
+            ),
+            (ServerLine::Ok { what: "auth", detail: "" }, "OK auth\n"),
+            (
+                ServerLine::Err {
+                    code: ErrorCode::ResumeGap,
+                    text: "5",
+                },
+                "ERR resume-gap 5\n",
+            ),
+            (ServerLine::Bye(Reason::Shutdown), "BYE shutdown\n"),
+        ];
+        for (line, text) in cases {
+            assert_eq!(line.to_line(), text);
+            assert_eq!(ServerLine::parse(text.trim_end_matches('\n')).unwrap(), line);
+        }
+    }
+
+    #[test]
+    fn data_frames_carry_raw_bytes() {
+        let mut out = Vec::new();
+        encode_data(4, "eve", b"a\nb", &mut out);
+        assert_eq!(out, b"DATA 4 eve 3\na\nb\n");
+    }
+
+    #[test]
+    fn malformed_lines_are_errors_not_panics() {
+        for bad in [
+            "",
+            "MSG",
+            "MSG x alice hi",
+            "JOIN 1",
+            "JOIN 1 a b",
+            "LEAVE 1 a sleepy",
+            "USERS 2 a",
+            "USERS 1 a  ",
+            "TICK 1 noon hi",
+            "BYE",
+            "ERR nope text",
+            "WAT 1",
+            "DATA 1 a -3",
+        ] {
+            assert!(ServerLine::parse(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+}
