@@ -2,4 +2,8 @@
 #![warn(missing_docs)]
 //! tickcast (work in progress)
 
+#[cfg(not(unix))]
+compile_error!("tickcast needs a Unix-like system (it sends with MSG_DONTWAIT)");
+
 pub mod protocol;
+pub mod server;

@@ -115,9 +115,7 @@ impl<'a> Command<'a> {
             "nick" => return Err(CommandError::bad_args("/nick NAME")),
             "list" => Command::List,
             "msg" => match args.split_once(' ') {
-                Some((to, text)) if !to.is_empty() && !text.is_empty() => {
-                    Command::Msg { to, text }
-                }
+                Some((to, text)) if !to.is_empty() && !text.is_empty() => Command::Msg { to, text },
                 _ => return Err(CommandError::bad_args("/msg NAME TEXT")),
             },
             "send" => match parse_len(args) {
@@ -126,8 +124,9 @@ impl<'a> Command<'a> {
             },
             "ping" => Command::Ping(args),
             "pong" => Command::Pong(args),
-            "resume" => parse_resume(args)
-                .ok_or_else(|| CommandError::bad_args("/resume SEQ [KEY]"))?,
+            "resume" => {
+                parse_resume(args).ok_or_else(|| CommandError::bad_args("/resume SEQ [KEY]"))?
+            }
             "auth" => Command::Auth(args),
             "help" => Command::Help,
             "quit" => Command::Quit(args),
@@ -287,7 +286,10 @@ mod tests {
             Command::Say("/not a command"),
             Command::Nick("bob"),
             Command::List,
-            Command::Msg { to: "a", text: "b c" },
+            Command::Msg {
+                to: "a",
+                text: "b c",
+            },
             Command::Send { len: 12 },
             Command::Ping(""),
             Command::Ping("t 1"),

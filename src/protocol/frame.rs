@@ -298,7 +298,13 @@ mod tests {
     fn endless_garbage_is_reported_once_and_not_buffered() {
         let mut data = vec![b'x'; 100_000];
         data.extend_from_slice(b"\nafter\n");
-        let mut r = FrameReader::new(Trickle { data: &data, step: 999 }, 16);
+        let mut r = FrameReader::new(
+            Trickle {
+                data: &data,
+                step: 999,
+            },
+            16,
+        );
         assert_eq!(r.read_line().unwrap(), Some(Frame::TooLong));
         assert_eq!(r.read_line().unwrap(), Some(Frame::Line(b"after")));
         assert!(r.buf.len() <= 4096, "buffer grew to {}", r.buf.len());
@@ -307,7 +313,10 @@ mod tests {
 
     #[test]
     fn eof_inside_a_line_is_an_error() {
-        assert_eq!(lines(b"ok\npartial", 10, 4), vec![Ok(b"ok".to_vec()), Err("eof")]);
+        assert_eq!(
+            lines(b"ok\npartial", 10, 4),
+            vec![Ok(b"ok".to_vec()), Err("eof")]
+        );
     }
 
     #[test]

@@ -350,12 +350,14 @@ impl<'a> Fields<'a> {
     /// The next word as a plain decimal number.
     fn number(&mut self, what: &str) -> Result<u64, LineError> {
         let word = self.word(what)?;
-        parse_number(word).ok_or_else(|| LineError::new(format!("{what} is not a number: {word:?}")))
+        parse_number(word)
+            .ok_or_else(|| LineError::new(format!("{what} is not a number: {word:?}")))
     }
 
     fn last_number(&mut self, what: &str) -> Result<u64, LineError> {
         let word = self.last_word(what)?;
-        parse_number(word).ok_or_else(|| LineError::new(format!("{what} is not a number: {word:?}")))
+        parse_number(word)
+            .ok_or_else(|| LineError::new(format!("{what} is not a number: {word:?}")))
     }
 
     fn time(&mut self) -> Result<SystemTime, LineError> {
@@ -436,7 +438,13 @@ mod tests {
                 },
                 "OK resume 12\n",
             ),
-            (ServerLine::Ok { what: "auth", detail: "" }, "OK auth\n"),
+            (
+                ServerLine::Ok {
+                    what: "auth",
+                    detail: "",
+                },
+                "OK auth\n",
+            ),
             (
                 ServerLine::Err {
                     code: ErrorCode::ResumeGap,
@@ -448,7 +456,10 @@ mod tests {
         ];
         for (line, text) in cases {
             assert_eq!(line.to_line(), text);
-            assert_eq!(ServerLine::parse(text.trim_end_matches('\n')).unwrap(), line);
+            assert_eq!(
+                ServerLine::parse(text.trim_end_matches('\n')).unwrap(),
+                line
+            );
         }
     }
 

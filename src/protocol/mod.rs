@@ -341,8 +341,19 @@ mod tests {
     fn text_rules_follow_the_contract() {
         assert_eq!(validate_text("hello\tworld"), Ok(()));
         assert_eq!(validate_text("caf\u{e9} \u{1f600}"), Ok(()));
-        for bad in ["a\rb", "a\nb", "\u{0}", "del\u{7f}", "c1\u{85}", "esc\u{1b}[0m"] {
-            assert_eq!(validate_text(bad), Err(TextError::ControlCharacter), "{bad:?}");
+        for bad in [
+            "a\rb",
+            "a\nb",
+            "\u{0}",
+            "del\u{7f}",
+            "c1\u{85}",
+            "esc\u{1b}[0m",
+        ] {
+            assert_eq!(
+                validate_text(bad),
+                Err(TextError::ControlCharacter),
+                "{bad:?}"
+            );
         }
         assert_eq!(text_from_bytes(b"ok"), Ok("ok"));
         assert_eq!(text_from_bytes(b"\xff"), Err(TextError::InvalidUtf8));

@@ -1,0 +1,8 @@
+//! The subcommands of the `tickcast` binary.
+
+pub mod serve;
+
+/// Current wall-clock time in the protocol's format, for log lines.
+pub fn now() -> String {
+    tickcast::protocol::format_time(std::time::SystemTime::now())
+}

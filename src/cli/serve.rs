@@ -1,0 +1,196 @@
+//! `tickcast serve`: run the hub until Ctrl-C or SIGTERM.
+//!
+//! Options map one to one onto [`tickcast::server::Config`]. The first line
+//! on stderr is `tickcast listening on ADDR` with the bound address (so
+//! `--bind 127.0.0.1:0` tells the port); then one timestamped line per
+//! connection and disconnection, unless `--quiet`.
+
+use argh::FromArgs;
+use crossbeam_channel::{bounded, select};
+use std::error::Error;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::Duration;
+use tickcast::server::{self, Config, ServerEvent};
+
+/// Environment variable that may hold the token (so it does not show in `ps`).
+const TOKEN_ENV: &str = "TICKCAST_TOKEN";
+
+/// run the hub: accept clients, relay what they say, tick periodically
+#[derive(FromArgs)]
+#[argh(
+    subcommand,
+    name = "serve",
+    example = "tickcast serve",
+    example = "tickcast serve --bind 0.0.0.0:7878 --tick-ms 1000 --max-rate 20",
+    example = "TICKCAST_TOKEN=s3cret tickcast serve --idle-timeout 60",
+    note = "Connect with `nc 127.0.0.1 7878` or `telnet 127.0.0.1 7878` and type /help. \
+            Ctrl-C or SIGTERM stops the server cleanly: every accepted message is \
+            delivered and every client gets `BYE shutdown`."
+)]
+pub struct ServeArgs {
+    /// address to listen on [127.0.0.1:7878]; port 0 picks a free port
+    #[argh(
+        option,
+        default = "SocketAddr::from(([127, 0, 0, 1], Config::DEFAULT_PORT))"
+    )]
+    bind: SocketAddr,
+
+    /// period of the server's own TICK in milliseconds; 0 turns it off [5000]
+    #[argh(option, default = "5000")]
+    tick_ms: u64,
+
+    /// connections at once; one more gets BYE server-full [1024]
+    #[argh(option, default = "1024")]
+    max_clients: usize,
+
+    /// longest line a client may send, in bytes [4096]
+    #[argh(option, default = "4096")]
+    max_line: usize,
+
+    /// largest /send payload, in bytes [1048576]
+    #[argh(option, default = "1024 * 1024")]
+    max_payload: u64,
+
+    /// longest a write to one client may block before it is dropped as
+    /// slow-consumer, in milliseconds [2000]
+    #[argh(option, default = "2000")]
+    write_timeout_ms: u64,
+
+    /// drop clients silent this long, in seconds (PING after half) [off]
+    #[argh(option, from_str_fn(parse_seconds))]
+    idle_timeout: Option<Duration>,
+
+    /// lines per second a client may send, burst twice that [off]
+    #[argh(option)]
+    max_rate: Option<u32>,
+
+    /// connections from one IP address [off]
+    #[argh(option)]
+    max_per_ip: Option<usize>,
+
+    /// broadcast events kept for /resume [1024]
+    #[argh(option, default = "1024")]
+    history: usize,
+
+    /// bytes of broadcast events kept for /resume [67108864]
+    #[argh(option, default = "64 * 1024 * 1024")]
+    history_bytes: usize,
+
+    /// token clients must /auth with (or set TICKCAST_TOKEN) [none]
+    #[argh(option)]
+    token: Option<String>,
+
+    /// do not log connections and disconnections
+    #[argh(switch, short = 'q')]
+    quiet: bool,
+}
+
+fn parse_seconds(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(secs > 0.0 && secs < 1e9) {
+        return Err("the idle timeout must be a positive number of seconds".into());
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+impl ServeArgs {
+    fn config(self) -> Config {
+        let token = self
+            .token
+            .or_else(|| std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()));
+        Config {
+            bind: self.bind,
+            tick: (self.tick_ms > 0).then(|| Duration::from_millis(self.tick_ms)),
+            tick_text: None,
+            max_clients: self.max_clients,
+            max_line: self.max_line,
+            max_payload: self.max_payload,
+            write_timeout: Duration::from_millis(self.write_timeout_ms),
+            idle_timeout: self.idle_timeout,
+            max_rate: self.max_rate,
+            max_per_ip: self.max_per_ip,
+            history: self.history,
+            history_bytes: self.history_bytes,
+            token,
+            // The CLI logs connections only; it need not see every message.
+            message_events: false,
+            event_capacity: 4096,
+        }
+    }
+}
+
+pub fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
+    let quiet = args.quiet;
+    let config = args.config();
+    config.validate()?;
+    let bind = config.bind;
+    let server = server::spawn(config).map_err(|e| format!("cannot listen on {bind}: {e}"))?;
+    eprintln!("tickcast listening on {}", server.local_addr());
+
+    // Ctrl-C and SIGTERM (ctrlc's "termination" feature) ask for a clean
+    // shutdown; a second one while shutting down exits at once.
+    let (signal_tx, signal) = bounded(1);
+    let signalled = AtomicBool::new(false);
+    ctrlc::set_handler(move || {
+        if signalled.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        let _ = signal_tx.try_send(());
+    })?;
+
+    let events = server.events();
+    loop {
+        select! {
+            recv(events) -> event => log(quiet, event?),
+            recv(signal) -> _ => break,
+        }
+    }
+
+    if !quiet {
+        eprintln!("{} shutting down", super::now());
+    }
+    server.shutdown();
+    // Keep logging while the server says goodbye to everyone.
+    let (done_tx, done) = bounded(1);
+    let waiter = thread::Builder::new()
+        .name("tickcast-join".into())
+        .spawn(move || {
+            server.join();
+            let _ = done_tx.send(());
+        })?;
+    loop {
+        select! {
+            recv(events) -> event => log(quiet, event?),
+            recv(done) -> _ => break,
+        }
+    }
+    for event in events.try_iter() {
+        log(quiet, event);
+    }
+    let _ = waiter.join();
+    if !quiet {
+        eprintln!("{} stopped", super::now());
+    }
+    Ok(())
+}
+
+fn log(quiet: bool, event: ServerEvent) {
+    let line = match event {
+        ServerEvent::AcceptFailed { error } => format!("accept failed: {error}"),
+        _ if quiet => return,
+        ServerEvent::Connected { id, peer } => format!("connect {peer} id={id}"),
+        ServerEvent::Refused { peer, reason } => format!("refused {peer} reason={reason}"),
+        ServerEvent::Disconnected {
+            id,
+            peer,
+            name,
+            reason,
+        } => format!("disconnect {peer} id={id} name={name} reason={reason}"),
+        _ => return,
+    };
+    eprintln!("{} {line}", super::now());
+}

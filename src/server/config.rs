@@ -1,0 +1,132 @@
+//! Server settings: one plain struct whose fields are the `tickcast serve`
+//! options, with the contract's defaults.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What the periodic tick's text function is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct TickInfo {
+    /// How many clients are listed (joined) right now.
+    pub clients: usize,
+    /// The SEQ this `TICK` will have.
+    pub seq: u64,
+}
+
+/// Makes the text of each periodic `TICK`. It runs on the broadcaster
+/// thread, so it should be quick. Control characters in what it returns
+/// are replaced with spaces (a line must stay one line).
+pub type TickText = Arc<dyn Fn(TickInfo) -> String + Send + Sync>;
+
+/// Server settings. Start from [`Config::default`] and change what you
+/// need:
+///
+/// ```
+/// use std::time::Duration;
+/// let config = tickcast::server::Config {
+///     bind: "127.0.0.1:0".parse().unwrap(),
+///     tick: Some(Duration::from_secs(1)),
+///     max_clients: 100,
+///     ..Default::default()
+/// };
+/// # let _ = config;
+/// ```
+#[derive(Clone)]
+pub struct Config {
+    /// Where to listen (`--bind`, default `127.0.0.1:7878`). Ignored by
+    /// [`Server::from_listener`](super::Server::from_listener).
+    pub bind: SocketAddr,
+    /// Period of the broadcaster's own `TICK` (`--tick-ms`, default 5 s;
+    /// `None` = off).
+    pub tick: Option<Duration>,
+    /// Text of each periodic `TICK`; `None` uses a default that says how
+    /// many clients are connected.
+    pub tick_text: Option<TickText>,
+    /// Connections at once, authenticated or not (`--max-clients`,
+    /// default 1024). One more gets `BYE server-full`.
+    pub max_clients: usize,
+    /// Longest line a client may send, in bytes, LF and a CR before it
+    /// excluded (`--max-line`, default 4096).
+    pub max_line: usize,
+    /// Largest `/send` payload in bytes (`--max-payload`, default 1 MiB).
+    pub max_payload: u64,
+    /// Longest time one write to one client may block (`--write-timeout-ms`,
+    /// default 2000 ms). A client that does not take its bytes within it is
+    /// dropped as `slow-consumer`.
+    pub write_timeout: Duration,
+    /// Silence after which a client is dropped (`--idle-timeout`, default
+    /// off). It is sent `PING` after half of it.
+    pub idle_timeout: Option<Duration>,
+    /// Lines per second a client may send, with a burst of twice as many
+    /// (`--max-rate`, default off).
+    pub max_rate: Option<u32>,
+    /// Connections from one IP address (`--max-per-ip`, default off).
+    pub max_per_ip: Option<usize>,
+    /// Broadcast events kept for `/resume` (`--history`, default 1024).
+    pub history: usize,
+    /// Bytes of broadcast events kept for `/resume` (`--history-bytes`,
+    /// default 64 MiB).
+    pub history_bytes: usize,
+    /// When set, clients must `/auth` with this token before anything else
+    /// (`--token` or `TICKCAST_TOKEN`).
+    pub token: Option<String>,
+    /// Capacity of the [`ServerEvent`](super::ServerEvent) channel. When
+    /// the embedding program does not keep up, further events are dropped
+    /// (and counted) rather than stalling the server.
+    pub event_capacity: usize,
+    /// Whether chat lines and payloads are reported as events too (the
+    /// CLI only logs connections and turns this off).
+    pub message_events: bool,
+}
+
+impl Config {
+    /// The default port.
+    pub const DEFAULT_PORT: u16 = 7878;
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: SocketAddr::from(([127, 0, 0, 1], Config::DEFAULT_PORT)),
+            tick: Some(Duration::from_millis(5000)),
+            tick_text: None,
+            max_clients: 1024,
+            max_line: 4096,
+            max_payload: 1024 * 1024,
+            write_timeout: Duration::from_millis(2000),
+            idle_timeout: None,
+            max_rate: None,
+            max_per_ip: None,
+            history: 1024,
+            history_bytes: 64 * 1024 * 1024,
+            token: None,
+            event_capacity: 1024,
+            message_events: true,
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("bind", &self.bind)
+            .field("tick", &self.tick)
+            .field("tick_text", &self.tick_text.as_ref().map(|_| "<fn>"))
+            .field("max_clients", &self.max_clients)
+            .field("max_line", &self.max_line)
+            .field("max_payload", &self.max_payload)
+            .field("write_timeout", &self.write_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_rate", &self.max_rate)
+            .field("max_per_ip", &self.max_per_ip)
+            .field("history", &self.history)
+            .field("history_bytes", &self.history_bytes)
+            .field("token", &self.token.as_ref().map(|_| "<secret>"))
+            .field("event_capacity", &self.event_capacity)
+            .field("message_events", &self.message_events)
+            .finish()
+    }
+}

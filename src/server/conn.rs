@@ -1,0 +1,411 @@
+//! One connection's shared half, and how bytes get to clients without one
+//! slow client holding up the others.
+//!
+//! Each accepted stream is split in two with `TcpStream::try_clone`: the
+//! *reading* half belongs to the connection's session thread alone; the
+//! *writing* half lives here, in a [`Conn`] that the client map, the
+//! broadcaster and other sessions (for `DM`s) share through an `Arc`.
+//!
+//! # Who may write, and for how long
+//!
+//! Several threads write to one client: the broadcaster (broadcast
+//! events), the client's own session (replies such as `OK` or `PONG`),
+//! other sessions (`DM`s). A line must never be cut by another, so every
+//! write happens while holding the connection's write lock
+//! ([`Conn::lock_writer`]), and a write always carries whole lines.
+//!
+//! No thread may be held up for long by one client's full socket. Two
+//! tools make sure of that:
+//!
+//! * **A first try that never blocks.** [`Writer::write_nowait`] hands the
+//!   kernel what fits in the socket's send buffer (`MSG_DONTWAIT`). For a
+//!   healthy client that is everything, in one system call.
+//! * **A deadline, not a timeout per call.** What did not fit is written
+//!   with blocking sends whose `SO_SNDTIMEO` is set to the time left
+//!   until a deadline ([`Writer::write_until`]), so a client that drains
+//!   slowly cannot stretch one write past the limit by accepting a few
+//!   bytes at a time.
+//!
+//! [`deliver`] combines the two for the broadcaster: it tries every
+//! client without blocking first, then waits for the stragglers against
+//! **one shared deadline**. Ten stalled clients therefore cost the others
+//! one write timeout, not ten.
+//!
+//! A write that fails or runs out of time leaves the stream in an unknown
+//! place, possibly in the middle of a line, so the writer is then closed
+//! for good and the caller drops the client.
+
+use crate::protocol::Reason;
+use crate::server::ClientId;
+use parking_lot::{Mutex, MutexGuard};
+use socket2::SockRef;
+use std::io::{self, ErrorKind, IoSlice};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
+
+/// Flags for every send: never raise `SIGPIPE` when the peer went away,
+/// even in a program whose `main` is not Rust's (which ignores the signal
+/// by default). Where `MSG_NOSIGNAL` does not exist we rely on that.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+const SEND_FLAGS: libc::c_int = libc::MSG_NOSIGNAL;
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+const SEND_FLAGS: libc::c_int = 0;
+
+/// `writev` takes at most this many pieces at once (POSIX's IOV_MAX).
+const MAX_SLICES: usize = 1024;
+
+/// One connection, as seen by everyone but its session thread.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    /// The connection's id; its first name is `guest-ID`.
+    pub id: ClientId,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// The secret session key sent in `WELCOME`.
+    pub key: String,
+    /// When the connection was accepted.
+    pub connected_at: SystemTime,
+    /// The writing half of the socket. Written only while `out` is held.
+    stream: TcpStream,
+    /// The write lock (see the module docs). Its value says whether the
+    /// writer is closed: after a `BYE`, or after a failed write.
+    out: Mutex<bool>,
+    /// Why the connection ended, set once by whoever ends it first (see
+    /// `Registry::claim_close`, which sets it under the client map's lock).
+    reason: OnceLock<Reason>,
+    /// `--write-timeout-ms`.
+    write_timeout: Duration,
+}
+
+/// Why a write to a client failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteError {
+    /// The client did not take the bytes before the deadline.
+    TimedOut,
+    /// The client closed or reset the connection.
+    PeerClosed,
+    /// Any other I/O error.
+    Io(ErrorKind),
+    /// The writer was already closed (after a `BYE` or an earlier failure).
+    Closed,
+}
+
+impl WriteError {
+    fn from_io(e: &io::Error) -> Self {
+        match e.kind() {
+            ErrorKind::WouldBlock | ErrorKind::TimedOut => WriteError::TimedOut,
+            ErrorKind::BrokenPipe
+            | ErrorKind::ConnectionReset
+            | ErrorKind::ConnectionAborted
+            | ErrorKind::NotConnected
+            | ErrorKind::WriteZero => WriteError::PeerClosed,
+            kind => WriteError::Io(kind),
+        }
+    }
+
+    /// The `LEAVE` reason for a client dropped because of this error.
+    pub(crate) fn reason(self) -> Reason {
+        match self {
+            WriteError::TimedOut => Reason::SlowConsumer,
+            WriteError::PeerClosed => Reason::Closed,
+            WriteError::Io(_) | WriteError::Closed => Reason::Error,
+        }
+    }
+}
+
+impl Conn {
+    pub(crate) fn new(
+        id: ClientId,
+        peer: SocketAddr,
+        key: String,
+        stream: TcpStream,
+        write_timeout: Duration,
+    ) -> Self {
+        Conn {
+            id,
+            peer,
+            key,
+            connected_at: SystemTime::now(),
+            stream,
+            out: Mutex::new(false),
+            reason: OnceLock::new(),
+            write_timeout,
+        }
+    }
+
+    /// Why the connection ended, once someone has ended it.
+    pub(crate) fn reason(&self) -> Option<Reason> {
+        self.reason.get().copied()
+    }
+
+    /// Records why the connection ends; `false` if that was already
+    /// decided. Only `Registry::claim_close` calls this.
+    pub(super) fn set_reason(&self, reason: Reason) -> bool {
+        self.reason.set(reason).is_ok()
+    }
+
+    /// Takes the write lock, waiting at most the write timeout for a
+    /// thread that is writing to this client right now.
+    pub(crate) fn lock_writer(&self) -> Result<Writer<'_>, WriteError> {
+        self.lock_writer_until(Instant::now() + self.write_timeout)
+    }
+
+    /// Takes the write lock, waiting at most until `deadline`.
+    pub(crate) fn lock_writer_until(&self, deadline: Instant) -> Result<Writer<'_>, WriteError> {
+        let closed = self
+            .out
+            .try_lock_until(deadline)
+            .ok_or(WriteError::TimedOut)?;
+        Writer::new(self, closed)
+    }
+
+    /// Writes whole lines to this client, giving it at most the write
+    /// timeout (waiting for the lock included).
+    pub(crate) fn send(&self, bytes: &[u8]) -> Result<(), WriteError> {
+        let deadline = Instant::now() + self.write_timeout;
+        self.lock_writer_until(deadline)?
+            .write_until(&[bytes], 0, deadline)
+    }
+
+    /// Writes a last line (a `BYE`) and closes the writer, so that nothing
+    /// can follow it. Best effort: a client that is gone or stuck simply
+    /// does not get it.
+    pub(crate) fn send_last(&self, bytes: &[u8]) {
+        if let Ok(mut w) = self.lock_writer() {
+            let deadline = Instant::now() + self.write_timeout;
+            let _ = w.write_until(&[bytes], 0, deadline);
+            w.close();
+        }
+    }
+
+    /// Like [`Conn::send_last`], but never waits: for a connection that is
+    /// presumed dead (a takeover), from a thread that must not stall.
+    pub(crate) fn send_last_nowait(&self, bytes: &[u8]) {
+        if let Some(closed) = self.out.try_lock()
+            && let Ok(mut w) = Writer::new(self, closed)
+        {
+            let _ = w.write_nowait(&[bytes], 0);
+            w.close();
+        }
+    }
+
+    /// Closes the socket both ways: the session's blocked `read` returns,
+    /// and the client sees the connection end.
+    pub(crate) fn shutdown(&self) {
+        let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Closes the reading direction only: the session's blocked `read`
+    /// returns end-of-stream, but the server can still write (used at
+    /// shutdown, before the final `BYE shutdown`).
+    pub(crate) fn shutdown_read(&self) {
+        let _ = self.stream.shutdown(Shutdown::Read);
+    }
+}
+
+/// The write lock of one connection, held: whoever has it may write.
+pub(crate) struct Writer<'a> {
+    conn: &'a Conn,
+    closed: MutexGuard<'a, bool>,
+}
+
+impl<'a> Writer<'a> {
+    fn new(conn: &'a Conn, closed: MutexGuard<'a, bool>) -> Result<Self, WriteError> {
+        if *closed {
+            Err(WriteError::Closed)
+        } else {
+            Ok(Writer { conn, closed })
+        }
+    }
+
+    /// Closes the writer for good: every later write fails with
+    /// [`WriteError::Closed`].
+    pub(crate) fn close(&mut self) {
+        *self.closed = true;
+    }
+
+    /// Sends the bytes of `chunks` from offset `sent` on, as far as the
+    /// socket's buffer takes them right now. Returns the new offset.
+    pub(crate) fn write_nowait<C: AsRef<[u8]>>(
+        &mut self,
+        chunks: &[C],
+        mut sent: usize,
+    ) -> Result<usize, WriteError> {
+        let total = total_len(chunks);
+        let mut slices = Vec::new();
+        while sent < total {
+            fill_slices(chunks, sent, &mut slices);
+            match self.send(&slices, libc::MSG_DONTWAIT) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) => return Err(self.fail(&e)),
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Sends the bytes of `chunks` from offset `sent` on, blocking until
+    /// all are sent or `deadline` passes.
+    pub(crate) fn write_until<C: AsRef<[u8]>>(
+        &mut self,
+        chunks: &[C],
+        sent: usize,
+        deadline: Instant,
+    ) -> Result<(), WriteError> {
+        let total = total_len(chunks);
+        let mut sent = self.write_nowait(chunks, sent)?;
+        let mut slices = Vec::new();
+        while sent < total {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                // One last look: the client may have caught up meanwhile.
+                sent = self.write_nowait(chunks, sent)?;
+                if sent < total {
+                    self.close();
+                    return Err(WriteError::TimedOut);
+                }
+                break;
+            }
+            // The socket's send timeout is the time left, so this one
+            // blocking send cannot overrun the deadline.
+            if let Err(e) = self.conn.stream.set_write_timeout(Some(left)) {
+                return Err(self.fail(&e));
+            }
+            fill_slices(chunks, sent, &mut slices);
+            match self.send(&slices, 0) {
+                Ok(n) => sent += n,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::Interrupted | ErrorKind::WouldBlock | ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => return Err(self.fail(&e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes all of `chunks`, giving the client at most the write timeout.
+    pub(crate) fn write_all<C: AsRef<[u8]>>(&mut self, chunks: &[C]) -> Result<(), WriteError> {
+        let deadline = Instant::now() + self.conn.write_timeout;
+        self.write_until(chunks, 0, deadline)
+    }
+
+    fn send(&self, slices: &[IoSlice<'_>], flags: libc::c_int) -> io::Result<usize> {
+        let n = SockRef::from(&self.conn.stream)
+            .send_vectored_with_flags(slices, flags | SEND_FLAGS)?;
+        if n == 0 && !slices.iter().all(|s| s.is_empty()) {
+            return Err(ErrorKind::WriteZero.into());
+        }
+        Ok(n)
+    }
+
+    /// A failed write leaves the stream mid-line: close the writer.
+    fn fail(&mut self, e: &io::Error) -> WriteError {
+        self.close();
+        WriteError::from_io(e)
+    }
+}
+
+fn total_len<C: AsRef<[u8]>>(chunks: &[C]) -> usize {
+    chunks.iter().map(|c| c.as_ref().len()).sum()
+}
+
+/// Points `slices` at the bytes of `chunks` from offset `skip` on.
+fn fill_slices<'c, C: AsRef<[u8]>>(
+    chunks: &'c [C],
+    mut skip: usize,
+    slices: &mut Vec<IoSlice<'c>>,
+) {
+    slices.clear();
+    for chunk in chunks {
+        let chunk = chunk.as_ref();
+        if skip >= chunk.len() {
+            skip -= chunk.len();
+            continue;
+        }
+        slices.push(IoSlice::new(&chunk[skip..]));
+        skip = 0;
+        if slices.len() == MAX_SLICES {
+            break;
+        }
+    }
+}
+
+/// What to write to one client in a [`deliver`] round.
+pub(crate) struct Delivery<'a, C> {
+    /// The client.
+    pub conn: &'a Conn,
+    /// Whole lines, written in order.
+    pub chunks: &'a [C],
+}
+
+/// Writes each delivery's chunks to its client, all of them together
+/// within one `timeout` (see the module docs). Returns the index and error
+/// of every delivery that failed; those clients' writers are closed.
+pub(crate) fn deliver<C: AsRef<[u8]>>(
+    deliveries: &[Delivery<'_, C>],
+    timeout: Duration,
+) -> Vec<(usize, WriteError)> {
+    let deadline = Instant::now() + timeout;
+    let mut failed = Vec::new();
+    // Clients that could not take everything at once. A partly written
+    // client keeps its lock until it is finished, so nobody else can
+    // write into the middle of its line.
+    let mut stragglers: Vec<(usize, Option<Writer<'_>>, usize)> = Vec::new();
+
+    for (i, d) in deliveries.iter().enumerate() {
+        let total = total_len(d.chunks);
+        if total == 0 {
+            continue;
+        }
+        let Some(closed) = d.conn.out.try_lock() else {
+            // Someone (its session) is writing to it right now.
+            stragglers.push((i, None, 0));
+            continue;
+        };
+        let mut w = match Writer::new(d.conn, closed) {
+            Ok(w) => w,
+            Err(e) => {
+                failed.push((i, e));
+                continue;
+            }
+        };
+        match w.write_nowait(d.chunks, 0) {
+            Ok(sent) if sent == total => {}
+            Ok(sent) => stragglers.push((i, Some(w), sent)),
+            Err(e) => failed.push((i, e)),
+        }
+    }
+
+    for (i, writer, sent) in stragglers {
+        let d = &deliveries[i];
+        let result = match writer {
+            Some(w) => Ok(w),
+            None => d.conn.lock_writer_until(deadline),
+        }
+        .and_then(|mut w| w.write_until(d.chunks, sent, deadline));
+        if let Err(e) = result {
+            failed.push((i, e));
+        }
+    }
+    failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_skip_what_was_sent() {
+        let chunks: [&[u8]; 3] = [b"abc", b"de", b"fgh"];
+        let mut slices = Vec::new();
+        fill_slices(&chunks, 4, &mut slices);
+        let got: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
+        assert_eq!(got, b"efgh");
+        fill_slices(&chunks, 8, &mut slices);
+        assert!(slices.is_empty());
+    }
+}

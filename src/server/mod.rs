@@ -1,0 +1,385 @@
+//! The server: a thread-per-connection broadcast hub.
+//!
+//! # The threads
+//!
+//! ```text
+//!              accept()                         inbox (bounded)
+//!  clients ──► acceptor ──spawns──► session 1 ─┐
+//!                                   session 2 ─┼──► broadcaster ──writes──► every member
+//!                                   session N ─┘        ▲   │
+//!                        embedding program: notify() ───┘   └─ history ring (for /resume)
+//! ```
+//!
+//! * the **acceptor** (`accept`) blocks in `accept()`, admits each
+//!   connection against the limits and starts its session; at the end it
+//!   runs the shutdown sequence;
+//! * one **session** per connection (`session`) reads and parses that
+//!   client's lines, answers it directly (`OK`, `ERR`, `PONG`…), and hands
+//!   whatever must reach everyone to the broadcaster;
+//! * the **broadcaster** (`broadcaster`) numbers, encodes, remembers and
+//!   writes every broadcast event, sends the periodic `TICK`, and drops
+//!   the clients whose writes fail.
+//!
+//! They share the client map (`registry`, one `parking_lot::Mutex`,
+//! never held across I/O) and, per connection, a write lock (`conn`) that
+//! keeps lines whole when several threads write to one client.
+//!
+//! # Using it from Rust
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tickcast::server::{self, Config, ServerEvent};
+//!
+//! let server = server::spawn(Config {
+//!     bind: "127.0.0.1:0".parse().unwrap(),
+//!     tick: Some(Duration::from_secs(1)),
+//!     ..Config::default()
+//! })?;
+//! println!("listening on {}", server.local_addr());
+//! server.notify("prices updated")?;            // goes out as TICK
+//! for event in server.events().iter().take(3) {
+//!     if let ServerEvent::Message { name, text, .. } = event {
+//!         println!("{name}: {text}");
+//!     }
+//! }
+//! server.shutdown();
+//! server.join();
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod accept;
+mod broadcaster;
+mod config;
+mod conn;
+mod event;
+mod history;
+mod registry;
+mod session;
+
+pub use config::{Config, TickInfo, TickText};
+pub use event::{ClientId, ClientInfo, ServerEvent};
+
+use crate::protocol::{Reason, SERVER_SENDER, ServerLine, TextError, to_hex, validate_text};
+use broadcaster::{Broadcaster, Inbox};
+use conn::Conn;
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
+use registry::Registry;
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// Capacity of the broadcaster's inbox, in messages. When it is full,
+/// sessions wait (and stop reading their sockets) instead of queueing
+/// more: memory stays bounded under a flood.
+const INBOX_CAPACITY: usize = 256;
+
+/// What every thread of one server shares.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub registry: Registry,
+    /// The broadcaster's inbox.
+    pub inbox: Sender<Inbox>,
+    /// Names this run of the server (`EPOCH` in `WELCOME`).
+    pub epoch: String,
+    events: Sender<ServerEvent>,
+    events_dropped: AtomicU64,
+    /// Set once shutdown has begun.
+    stopping: AtomicBool,
+}
+
+impl Shared {
+    /// Reports an event to the embedding program, or counts it as dropped
+    /// if the program is not keeping up: the server never waits for it.
+    pub(crate) fn emit(&self, event: ServerEvent) {
+        if let Err(TrySendError::Full(_)) = self.events.try_send(event) {
+            self.events_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Ends `conn` for `reason` unless someone already did, and closes its
+    /// socket. `Some(was_listed)` if this call ended it; the caller then
+    /// sees to the `LEAVE` (see [`Shared::close_and_announce`]).
+    pub(crate) fn close(&self, conn: &Conn, reason: Reason) -> Option<bool> {
+        let claimed = self.registry.claim_close(conn, reason);
+        if claimed.is_some() {
+            conn.shutdown();
+        }
+        claimed
+    }
+
+    /// [`Shared::close`], from outside the broadcaster: also has the
+    /// `LEAVE` announced.
+    pub(crate) fn close_and_announce(&self, conn: &Conn, reason: Reason) {
+        if self.close(conn, reason) == Some(true) && !self.is_stopping() {
+            let _ = self.inbox.send(Inbox::Leave { id: conn.id });
+        }
+    }
+}
+
+/// Binds `config.bind` and starts a server on it.
+pub fn spawn(config: Config) -> io::Result<ServerHandle> {
+    let listener = TcpListener::bind(config.bind)?;
+    spawn_on(listener, config)
+}
+
+/// Starts a server on a listener you bound yourself (`config.bind` is
+/// ignored). Tests bind `127.0.0.1:0` and read the port from
+/// [`ServerHandle::local_addr`].
+pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandle> {
+    config
+        .validate()
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let local_addr = listener.local_addr()?;
+    let mut epoch = [0u8; 8];
+    getrandom::fill(&mut epoch).map_err(io::Error::other)?;
+
+    let (inbox_tx, inbox_rx) = bounded(INBOX_CAPACITY);
+    let (events_tx, events_rx) = bounded(config.event_capacity);
+    let (stop_tx, stop_rx) = bounded(1);
+    let (wake_tx, wake_rx) = bounded(1);
+    let shared = Arc::new(Shared {
+        config,
+        registry: Registry::default(),
+        inbox: inbox_tx,
+        epoch: to_hex(&epoch),
+        events: events_tx,
+        events_dropped: AtomicU64::new(0),
+        stopping: AtomicBool::new(false),
+    });
+
+    let broadcaster = Broadcaster::new(Arc::clone(&shared), inbox_rx, stop_rx);
+    let broadcaster = thread::Builder::new()
+        .name("tickcast-broadcaster".into())
+        .spawn(move || broadcaster.run())?;
+    let acceptor = accept::Acceptor {
+        shared: Arc::clone(&shared),
+        listener,
+        wake: wake_rx,
+        broadcaster,
+        stop_broadcaster: stop_tx,
+    };
+    let acceptor = thread::Builder::new()
+        .name("tickcast-acceptor".into())
+        .spawn(move || acceptor.run())?;
+
+    Ok(ServerHandle {
+        shared,
+        local_addr,
+        events: events_rx,
+        wake: wake_tx,
+        acceptor: Some(acceptor),
+    })
+}
+
+impl Config {
+    /// Checks the settings for values the server cannot work with.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.write_timeout.is_zero() {
+            return Err("the write timeout must be at least 1 ms".into());
+        }
+        if self
+            .idle_timeout
+            .is_some_and(|d| d < Duration::from_millis(2))
+        {
+            return Err("the idle timeout must be at least 2 ms".into());
+        }
+        if self.tick.is_some_and(|d| d.is_zero()) {
+            return Err("the tick period must be positive (None turns it off)".into());
+        }
+        if self.max_line < 32 {
+            return Err("the line limit must be at least 32 bytes".into());
+        }
+        if self.max_rate == Some(0) {
+            return Err("the rate limit must be at least 1 line per second".into());
+        }
+        if self.max_per_ip == Some(0) || self.max_clients == 0 {
+            return Err("connection limits must be at least 1".into());
+        }
+        if self.event_capacity == 0 {
+            return Err("the event capacity must be at least 1".into());
+        }
+        if let Some(token) = &self.token
+            && (token.is_empty() || token.contains(' ') || validate_text(token).is_err())
+        {
+            return Err("the token must be one word of printable characters".into());
+        }
+        Ok(())
+    }
+}
+
+/// A running server. Dropping it shuts the server down and waits for it.
+pub struct ServerHandle {
+    shared: Arc<Shared>,
+    local_addr: SocketAddr,
+    events: Receiver<ServerEvent>,
+    wake: Sender<()>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+/// Whom [`ServerHandle::send_to`] writes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A client by id.
+    Id(ClientId),
+    /// A client by name (without regard to case).
+    Name(String),
+}
+
+impl From<ClientId> for Target {
+    fn from(id: ClientId) -> Self {
+        Target::Id(id)
+    }
+}
+
+impl From<&str> for Target {
+    fn from(name: &str) -> Self {
+        Target::Name(name.to_string())
+    }
+}
+
+/// Why a [`ServerHandle`] call failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ServerError {
+    /// The text cannot travel in a line (control characters).
+    InvalidText(TextError),
+    /// No listed client has that id or name.
+    NoSuchClient,
+    /// The write to the client failed; it has been dropped for this reason.
+    Dropped(Reason),
+    /// The server is shutting down.
+    Stopped,
+}
+
+impl fmt::Display for ServerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServerError::InvalidText(e) => write!(f, "{e}"),
+            ServerError::NoSuchClient => f.write_str("no such client"),
+            ServerError::Dropped(reason) => write!(f, "the client was dropped ({reason})"),
+            ServerError::Stopped => f.write_str("the server is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for ServerError {}
+
+impl ServerHandle {
+    /// The address the server listens on (with the real port when bound
+    /// to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The event channel (see [`ServerEvent`]). Every clone of the
+    /// receiver takes events from the same queue. It is bounded
+    /// ([`Config::event_capacity`]); when nobody reads it, new events are
+    /// dropped and counted in [`ServerHandle::dropped_events`].
+    pub fn events(&self) -> Receiver<ServerEvent> {
+        self.events.clone()
+    }
+
+    /// How many events were dropped because the channel was full.
+    pub fn dropped_events(&self) -> u64 {
+        self.shared.events_dropped.load(Ordering::Relaxed)
+    }
+
+    /// Broadcasts a notification, as `TICK SEQ TIME TEXT`. Waits while the
+    /// broadcaster's inbox is full.
+    pub fn notify(&self, text: &str) -> Result<(), ServerError> {
+        validate_text(text).map_err(ServerError::InvalidText)?;
+        if self.shared.is_stopping() {
+            return Err(ServerError::Stopped);
+        }
+        self.shared
+            .inbox
+            .send(Inbox::Notify {
+                text: text.to_string(),
+            })
+            .map_err(|_| ServerError::Stopped)
+    }
+
+    /// The listed (joined) clients, by id.
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        self.shared.registry.clients()
+    }
+
+    /// How many connections are open, joined or not.
+    pub fn connection_count(&self) -> usize {
+        self.shared.registry.connection_count()
+    }
+
+    /// Sends `DM * TEXT` to one client (`*` marks the embedding program as
+    /// the sender; it is never a client's name). Waits at most the write
+    /// timeout; a client that cannot take the line is dropped.
+    pub fn send_to(&self, to: impl Into<Target>, text: &str) -> Result<(), ServerError> {
+        validate_text(text).map_err(ServerError::InvalidText)?;
+        let target = match to.into() {
+            Target::Id(id) => self.shared.registry.get(id),
+            Target::Name(name) => self.shared.registry.find(&name),
+        };
+        let (conn, _) = target.ok_or(ServerError::NoSuchClient)?;
+        let line = ServerLine::Dm {
+            from: SERVER_SENDER,
+            text,
+        }
+        .to_line();
+        conn.send(line.as_bytes()).map_err(|e| {
+            self.shared.close_and_announce(&conn, e.reason());
+            ServerError::Dropped(e.reason())
+        })
+    }
+
+    /// Starts the shutdown sequence and returns at once; see
+    /// [`ServerHandle::join`]. Calling it again does nothing.
+    pub fn shutdown(&self) {
+        if self.shared.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let _ = self.wake.try_send(());
+        // Wake the acceptor out of `accept()` by connecting to it.
+        let wake = accept::wake_address(self.local_addr);
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+    }
+
+    /// Waits until the server has shut down: every broadcast it accepted
+    /// delivered, `BYE shutdown` sent, every thread joined. (Call
+    /// [`ServerHandle::shutdown`] first, or this waits for ever.)
+    pub fn join(mut self) {
+        self.join_threads();
+    }
+
+    /// Whether the server has finished shutting down.
+    pub fn is_finished(&self) -> bool {
+        self.acceptor.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    fn join_threads(&mut self) {
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+impl fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+        self.join_threads();
+    }
+}

@@ -1,0 +1,333 @@
+//! The client map: every open connection, and the names of the clients
+//! that are *listed* (have joined), behind one `parking_lot::Mutex`.
+//!
+//! This is the shared state of the server. Sessions use it to admit
+//! themselves, take names, find the target of a `/msg`, answer `/list`;
+//! the broadcaster uses it to drop clients; the embedding program to list
+//! clients. Every method takes the lock for a few map operations and lets
+//! it go before returning: **no socket I/O ever happens while it is
+//! held**, so one stuck client cannot stall the map. (Bytes go out through
+//! each connection's own write lock; see `conn`.)
+//!
+//! Connections and listed clients are not the same thing. A connection is
+//! counted from `accept` (for `--max-clients` and `--max-per-ip`) to the
+//! end of its session; it is *listed* from the moment it joins (at once,
+//! or after `/auth` when the server has a token) until it is closed.
+//! Names are unique without regard to case: `names` is keyed by the
+//! lowercased name.
+
+use super::conn::Conn;
+use super::{ClientId, ClientInfo};
+use crate::protocol::{Reason, guest_name, is_guest_name, validate_name};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+/// The limits checked when a connection is admitted.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Admission {
+    pub max_clients: usize,
+    pub max_per_ip: Option<usize>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// Every open connection.
+    conns: HashMap<ClientId, Entry>,
+    /// Listed clients by lowercased name.
+    names: HashMap<String, ClientId>,
+    /// Open connections per client address.
+    per_ip: HashMap<IpAddr, usize>,
+    /// The last id handed out.
+    last_id: u64,
+    /// Set at shutdown: admit nobody any more.
+    closing: bool,
+}
+
+#[derive(Debug)]
+struct Entry {
+    conn: Arc<Conn>,
+    /// The current name (`guest-ID` until a `/nick`).
+    name: String,
+    /// Whether the client has joined and is not yet closed.
+    listed: bool,
+}
+
+/// Why a `/nick` was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum NickError {
+    /// `ERR nick-taken`.
+    Taken,
+    /// `ERR nick-invalid`, with the reason in words.
+    Invalid(String),
+}
+
+impl Registry {
+    /// Admits a new connection if the limits allow, building its [`Conn`]
+    /// with the next id. Refusals carry the `BYE` reason.
+    pub(crate) fn admit(
+        &self,
+        peer: SocketAddr,
+        limits: Admission,
+        make: impl FnOnce(ClientId) -> Conn,
+    ) -> Result<Arc<Conn>, Reason> {
+        let ip = peer.ip().to_canonical();
+        let mut inner = self.inner.lock();
+        if inner.closing {
+            return Err(Reason::Shutdown);
+        }
+        if inner.conns.len() >= limits.max_clients {
+            return Err(Reason::ServerFull);
+        }
+        let from_ip = inner.per_ip.get(&ip).copied().unwrap_or(0);
+        if limits.max_per_ip.is_some_and(|max| from_ip >= max) {
+            return Err(Reason::TooManyConnections);
+        }
+        inner.last_id += 1;
+        let id = ClientId(inner.last_id);
+        let conn = Arc::new(make(id));
+        inner.conns.insert(
+            id,
+            Entry {
+                conn: Arc::clone(&conn),
+                name: guest_name(id.0),
+                listed: false,
+            },
+        );
+        *inner.per_ip.entry(ip).or_insert(0) += 1;
+        Ok(conn)
+    }
+
+    /// Forgets a connection whose session has ended; returns its last name.
+    pub(crate) fn remove(&self, id: ClientId) -> Option<String> {
+        let mut inner = self.inner.lock();
+        let entry = inner.conns.remove(&id)?;
+        if entry.listed {
+            inner.names.remove(&entry.name.to_ascii_lowercase());
+        }
+        let ip = entry.conn.peer.ip().to_canonical();
+        if let Some(n) = inner.per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                inner.per_ip.remove(&ip);
+            }
+        }
+        Some(entry.name)
+    }
+
+    /// Lists a connection under its guest name (it has joined). Returns the
+    /// name, or `None` if the connection is already closed.
+    pub(crate) fn list(&self, id: ClientId) -> Option<String> {
+        let mut inner = self.inner.lock();
+        let entry = inner.conns.get_mut(&id)?;
+        if entry.conn.reason().is_some() {
+            return None;
+        }
+        entry.listed = true;
+        let name = entry.name.clone();
+        // Guest names are reserved, so this never collides.
+        inner.names.insert(name.to_ascii_lowercase(), id);
+        Some(name)
+    }
+
+    /// Renames a listed client. `Ok(Some(old))` on a rename, `Ok(None)` if
+    /// the client already has exactly this name.
+    pub(crate) fn rename(&self, id: ClientId, new: &str) -> Result<Option<String>, NickError> {
+        validate_name(new).map_err(|e| NickError::Invalid(e.to_string()))?;
+        if is_guest_name(new) && !new.eq_ignore_ascii_case(&guest_name(id.0)) {
+            return Err(NickError::Invalid(
+                "names that start with guest- are the server's".into(),
+            ));
+        }
+        let mut inner = self.inner.lock();
+        let new_key = new.to_ascii_lowercase();
+        if inner
+            .names
+            .get(&new_key)
+            .is_some_and(|&holder| holder != id)
+        {
+            return Err(NickError::Taken);
+        }
+        let Some(entry) = inner.conns.get_mut(&id).filter(|e| e.listed) else {
+            return Err(NickError::Invalid("this connection has not joined".into()));
+        };
+        if entry.name == new {
+            return Ok(None);
+        }
+        let old = std::mem::replace(&mut entry.name, new.to_string());
+        inner.names.remove(&old.to_ascii_lowercase());
+        inner.names.insert(new_key, id);
+        Ok(Some(old))
+    }
+
+    /// Decides that `conn` ends, for `reason`, unless someone decided so
+    /// already: the one place where that race is settled. On success the
+    /// client is no longer listed (its name is free at once) and the
+    /// caller must finish the job: send any `BYE`, shut the socket, and
+    /// have its `LEAVE` announced if the returned flag (was it listed?)
+    /// says so.
+    pub(crate) fn claim_close(&self, conn: &Conn, reason: Reason) -> Option<bool> {
+        let mut inner = self.inner.lock();
+        if !conn.set_reason(reason) {
+            return None;
+        }
+        let Some(entry) = inner.conns.get_mut(&conn.id) else {
+            return Some(false);
+        };
+        let was_listed = std::mem::replace(&mut entry.listed, false);
+        if was_listed {
+            let key = entry.name.to_ascii_lowercase();
+            inner.names.remove(&key);
+        }
+        Some(was_listed)
+    }
+
+    /// The listed client called `name` (without regard to case).
+    pub(crate) fn find(&self, name: &str) -> Option<(Arc<Conn>, String)> {
+        let inner = self.inner.lock();
+        let id = inner.names.get(&name.to_ascii_lowercase())?;
+        let entry = &inner.conns[id];
+        Some((Arc::clone(&entry.conn), entry.name.clone()))
+    }
+
+    /// The listed client with this id.
+    pub(crate) fn get(&self, id: ClientId) -> Option<(Arc<Conn>, String)> {
+        let inner = self.inner.lock();
+        let entry = inner.conns.get(&id).filter(|e| e.listed)?;
+        Some((Arc::clone(&entry.conn), entry.name.clone()))
+    }
+
+    /// The current name of a connection (listed or not).
+    pub(crate) fn name_of(&self, id: ClientId) -> Option<String> {
+        self.inner.lock().conns.get(&id).map(|e| e.name.clone())
+    }
+
+    /// The names of the listed clients, sorted without regard to case.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = {
+            let inner = self.inner.lock();
+            inner
+                .conns
+                .values()
+                .filter(|e| e.listed)
+                .map(|e| e.name.clone())
+                .collect()
+        };
+        names.sort_by_cached_key(|n| (n.to_ascii_lowercase(), n.clone()));
+        names
+    }
+
+    /// The listed clients, sorted by id.
+    pub(crate) fn clients(&self) -> Vec<ClientInfo> {
+        let mut clients: Vec<ClientInfo> = {
+            let inner = self.inner.lock();
+            inner
+                .conns
+                .values()
+                .filter(|e| e.listed)
+                .map(|e| ClientInfo {
+                    id: e.conn.id,
+                    name: e.name.clone(),
+                    peer: e.conn.peer,
+                    connected_at: e.conn.connected_at,
+                })
+                .collect()
+        };
+        clients.sort_by_key(|c| c.id);
+        clients
+    }
+
+    /// How many connections are open.
+    pub(crate) fn connection_count(&self) -> usize {
+        self.inner.lock().conns.len()
+    }
+
+    /// Stops admitting connections and returns every open one.
+    pub(crate) fn close_doors(&self) -> Vec<Arc<Conn>> {
+        let mut inner = self.inner.lock();
+        inner.closing = true;
+        inner.conns.values().map(|e| Arc::clone(&e.conn)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+    use std::time::Duration;
+
+    fn conn(reg: &Registry, peer: &str) -> Result<Arc<Conn>, Reason> {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let limits = Admission {
+            max_clients: 3,
+            max_per_ip: Some(2),
+        };
+        reg.admit(peer.parse().unwrap(), limits, |id| {
+            Conn::new(
+                id,
+                peer.parse().unwrap(),
+                "k".into(),
+                stream,
+                Duration::from_secs(1),
+            )
+        })
+    }
+
+    #[test]
+    fn limits_are_checked_at_admission_and_freed_on_removal() {
+        let reg = Registry::default();
+        let a = conn(&reg, "127.0.0.1:1").unwrap();
+        conn(&reg, "127.0.0.1:2").unwrap();
+        assert_eq!(
+            conn(&reg, "127.0.0.1:3").unwrap_err(),
+            Reason::TooManyConnections
+        );
+        conn(&reg, "127.0.0.2:1").unwrap();
+        assert_eq!(conn(&reg, "127.0.0.3:1").unwrap_err(), Reason::ServerFull);
+        reg.remove(a.id);
+        conn(&reg, "127.0.0.1:4").unwrap();
+    }
+
+    #[test]
+    fn names_are_unique_without_regard_to_case() {
+        let reg = Registry::default();
+        let a = conn(&reg, "127.0.0.1:1").unwrap();
+        let b = conn(&reg, "127.0.0.2:1").unwrap();
+        assert_eq!(reg.list(a.id).as_deref(), Some("guest-1"));
+        reg.list(b.id);
+        assert_eq!(reg.rename(a.id, "Alice"), Ok(Some("guest-1".into())));
+        assert_eq!(reg.rename(b.id, "alice"), Err(NickError::Taken));
+        assert_eq!(reg.rename(a.id, "Alice"), Ok(None));
+        assert_eq!(reg.rename(a.id, "alice"), Ok(Some("Alice".into())));
+        assert!(matches!(
+            reg.rename(b.id, "guest-1"),
+            Err(NickError::Invalid(_))
+        ));
+        assert_eq!(reg.rename(b.id, "GUEST-2"), Ok(Some("guest-2".into())));
+        assert_eq!(
+            reg.names(),
+            vec!["alice".to_string(), "GUEST-2".to_string()]
+        );
+        assert_eq!(reg.find("ALICE").unwrap().1, "alice");
+    }
+
+    #[test]
+    fn only_the_first_close_counts_and_it_frees_the_name() {
+        let reg = Registry::default();
+        let a = conn(&reg, "127.0.0.1:1").unwrap();
+        reg.list(a.id);
+        reg.rename(a.id, "bob").unwrap();
+        assert_eq!(reg.claim_close(&a, Reason::Quit), Some(true));
+        assert_eq!(reg.claim_close(&a, Reason::Closed), None);
+        assert_eq!(a.reason(), Some(Reason::Quit));
+        assert!(reg.find("bob").is_none());
+        assert_eq!(reg.list(a.id), None, "a closed connection cannot join");
+    }
+}
