@@ -26,9 +26,12 @@
 //!   slowly cannot stretch one write past the limit by accepting a few
 //!   bytes at a time.
 //!
-//! [`deliver`] combines the two for the broadcaster: it tries every
-//! client without blocking first, then waits for the stragglers against
-//! **one shared deadline**. Ten stalled clients therefore cost the others
+//! [`deliver`] is the broadcaster's version, for many clients at once: it
+//! tries every client without blocking first; then it waits in `poll(2)`
+//! for *any* of the stragglers to have room again and feeds whichever is
+//! ready, until all are done or **one shared deadline** passes. A healthy
+//! client that merely has a large batch to take keeps being fed while a
+//! stalled one sits out its time, and ten stalled clients cost the others
 //! one write timeout, not ten.
 //!
 //! A write that fails or runs out of time leaves the stream in an unknown
@@ -37,10 +40,13 @@
 
 use crate::protocol::Reason;
 use crate::server::ClientId;
+use nix::libc;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use parking_lot::{Mutex, MutexGuard};
 use socket2::SockRef;
 use std::io::{self, ErrorKind, IoSlice};
 use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::os::fd::AsFd;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -191,9 +197,25 @@ impl Conn {
     }
 
     /// Closes the socket both ways: the session's blocked `read` returns,
-    /// and the client sees the connection end.
+    /// and the client sees the connection end after the bytes already
+    /// queued for it.
     pub(crate) fn shutdown(&self) {
         let _ = self.stream.shutdown(Shutdown::Both);
+    }
+
+    /// Closes the socket of a client that ended for `reason`. A slow
+    /// consumer is *aborted*: with `SO_LINGER` at zero the last `close`
+    /// resets the connection and the kernel frees at once the megabytes
+    /// the client did not take, instead of trickling them out to a reader
+    /// that stopped reading. (The session's blocked `read` is woken by
+    /// closing the reading side; the socket closes when its session ends.)
+    pub(crate) fn close_for(&self, reason: Reason) {
+        if reason == Reason::SlowConsumer {
+            let _ = SockRef::from(&self.stream).set_linger(Some(Duration::ZERO));
+            let _ = self.stream.shutdown(Shutdown::Read);
+        } else {
+            self.shutdown();
+        }
     }
 
     /// Closes the reading direction only: the session's blocked `read`
@@ -342,6 +364,22 @@ pub(crate) struct Delivery<'a, C> {
     pub chunks: &'a [C],
 }
 
+/// A client that did not take all of its bytes at the first try.
+struct Straggler<'a> {
+    /// Index into the deliveries.
+    index: usize,
+    /// Its write lock, once we hold it. A partly written client keeps its
+    /// lock until it is finished, so nobody can write into the middle of
+    /// its line. `None` while its own session is writing to it.
+    writer: Option<Writer<'a>>,
+    /// Bytes already sent.
+    sent: usize,
+}
+
+/// How long `poll` sleeps at most while some straggler's lock is held by
+/// another thread (we cannot wait for a lock and a socket at once).
+const LOCK_RECHECK: Duration = Duration::from_millis(5);
+
 /// Writes each delivery's chunks to its client, all of them together
 /// within one `timeout` (see the module docs). Returns the index and error
 /// of every delivery that failed; those clients' writers are closed.
@@ -351,45 +389,129 @@ pub(crate) fn deliver<C: AsRef<[u8]>>(
 ) -> Vec<(usize, WriteError)> {
     let deadline = Instant::now() + timeout;
     let mut failed = Vec::new();
-    // Clients that could not take everything at once. A partly written
-    // client keeps its lock until it is finished, so nobody else can
-    // write into the middle of its line.
-    let mut stragglers: Vec<(usize, Option<Writer<'_>>, usize)> = Vec::new();
+    let mut waiting: Vec<Straggler<'_>> = Vec::new();
 
-    for (i, d) in deliveries.iter().enumerate() {
+    // First pass: everyone gets what fits right now, without blocking.
+    for (index, d) in deliveries.iter().enumerate() {
         let total = total_len(d.chunks);
         if total == 0 {
             continue;
         }
         let Some(closed) = d.conn.out.try_lock() else {
-            // Someone (its session) is writing to it right now.
-            stragglers.push((i, None, 0));
+            waiting.push(Straggler {
+                index,
+                writer: None,
+                sent: 0,
+            });
             continue;
         };
         let mut w = match Writer::new(d.conn, closed) {
             Ok(w) => w,
             Err(e) => {
-                failed.push((i, e));
+                failed.push((index, e));
                 continue;
             }
         };
         match w.write_nowait(d.chunks, 0) {
             Ok(sent) if sent == total => {}
-            Ok(sent) => stragglers.push((i, Some(w), sent)),
-            Err(e) => failed.push((i, e)),
+            Ok(sent) => waiting.push(Straggler {
+                index,
+                writer: Some(w),
+                sent,
+            }),
+            Err(e) => failed.push((index, e)),
         }
     }
 
-    for (i, writer, sent) in stragglers {
-        let d = &deliveries[i];
-        let result = match writer {
-            Some(w) => Ok(w),
-            None => d.conn.lock_writer_until(deadline),
+    // Then: feed the stragglers as their sockets drain, until the deadline.
+    while !waiting.is_empty() {
+        // Take the write locks that have come free meanwhile.
+        for s in waiting.iter_mut().filter(|s| s.writer.is_none()) {
+            let conn = deliveries[s.index].conn;
+            if let Some(closed) = conn.out.try_lock() {
+                match Writer::new(conn, closed) {
+                    Ok(w) => s.writer = Some(w),
+                    Err(e) => failed.push((s.index, e)),
+                }
+            }
         }
-        .and_then(|mut w| w.write_until(d.chunks, sent, deadline));
-        if let Err(e) = result {
-            failed.push((i, e));
+        waiting.retain(|s| !failed.iter().any(|&(i, _)| i == s.index));
+
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            // Time is up: one last try each, then give up on the rest.
+            for mut s in waiting.drain(..) {
+                let d = &deliveries[s.index];
+                let Some(w) = s.writer.as_mut() else {
+                    failed.push((s.index, WriteError::TimedOut));
+                    continue;
+                };
+                match w.write_nowait(d.chunks, s.sent) {
+                    Ok(sent) if sent == total_len(d.chunks) => {}
+                    Ok(_) => {
+                        w.close();
+                        failed.push((s.index, WriteError::TimedOut));
+                    }
+                    Err(e) => failed.push((s.index, e)),
+                }
+            }
+            break;
         }
+
+        let any_unlocked = waiting.iter().any(|s| s.writer.is_none());
+        if waiting.iter().all(|s| s.writer.is_none()) {
+            // Only clients whose session is writing to them right now:
+            // wait for the first one's lock.
+            let s = &mut waiting[0];
+            match deliveries[s.index].conn.lock_writer_until(deadline) {
+                Ok(w) => s.writer = Some(w),
+                Err(e) => {
+                    failed.push((s.index, e));
+                    waiting.remove(0);
+                }
+            }
+            continue;
+        }
+
+        // Sleep until one of the sockets we hold has room again.
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd<'_>> = waiting
+                .iter()
+                .filter(|s| s.writer.is_some())
+                .map(|s| PollFd::new(deliveries[s.index].conn.stream.as_fd(), PollFlags::POLLOUT))
+                .collect();
+            let wait = if any_unlocked {
+                left.min(LOCK_RECHECK)
+            } else {
+                left
+            };
+            // Round up: a 0 ms poll would spin until the deadline.
+            let ms = u16::try_from(wait.as_micros().div_ceil(1000)).unwrap_or(u16::MAX);
+            match poll(&mut fds, PollTimeout::from(ms)) {
+                Ok(_) => fds
+                    .iter()
+                    .map(|fd| fd.revents().is_some_and(|r| !r.is_empty()))
+                    .collect(),
+                // Interrupted, or out of resources: look again.
+                Err(_) => continue,
+            }
+        };
+        let mut ready = ready.into_iter();
+        for s in waiting.iter_mut().filter(|s| s.writer.is_some()) {
+            if !ready.next().unwrap_or(false) {
+                continue;
+            }
+            let d = &deliveries[s.index];
+            let Some(w) = s.writer.as_mut() else { continue };
+            match w.write_nowait(d.chunks, s.sent) {
+                Ok(sent) => s.sent = sent,
+                Err(e) => failed.push((s.index, e)),
+            }
+        }
+        waiting.retain(|s| {
+            !failed.iter().any(|&(i, _)| i == s.index)
+                && s.sent < total_len(deliveries[s.index].chunks)
+        });
     }
     failed
 }

@@ -110,7 +110,7 @@ impl Shared {
     pub(crate) fn close(&self, conn: &Conn, reason: Reason) -> Option<bool> {
         let claimed = self.registry.claim_close(conn, reason);
         if claimed.is_some() {
-            conn.shutdown();
+            conn.close_for(reason);
         }
         claimed
     }

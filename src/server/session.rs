@@ -477,7 +477,7 @@ impl Session {
             if bye {
                 conn.send_last(ServerLine::Bye(reason).to_line().as_bytes());
             }
-            conn.shutdown();
+            conn.close_for(reason);
             if was_listed && self.joined && !stopping {
                 let _ = shared.inbox.send(Inbox::Leave { id: conn.id });
             }
