@@ -164,7 +164,11 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         })?;
     loop {
         select! {
-            recv(events) -> event => log(quiet, event?),
+            recv(events) -> event => match event {
+                Ok(event) => log(quiet, event),
+                // The server is gone, and with it the channel's sender.
+                Err(_) => break,
+            },
             recv(done) -> _ => break,
         }
     }

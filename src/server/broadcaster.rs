@@ -408,6 +408,7 @@ impl Broadcaster {
                 format!("SEQ {after} is newer than the newest event {newest}"),
             ));
         }
+        self.forget_old_keys();
         let mut nick_taken = None;
         if let Some(key) = key.filter(|k| *k != conn.key) {
             let name = if let Some(&old) = self.keys.get(&key) {

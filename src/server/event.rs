@@ -40,7 +40,8 @@ pub struct ClientInfo {
 /// are about TCP connections, every one of them, authenticated or not.
 /// `Joined`, `Renamed`, `Message`, `Payload` and `Left` are the
 /// broadcast events exactly as clients see them, with their SEQ, in SEQ
-/// order.
+/// order. Each kind is in order; the two kinds are not ordered against
+/// each other (a client's `Disconnected` may come before its `Left`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ServerEvent {
