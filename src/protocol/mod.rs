@@ -11,7 +11,7 @@
 //!
 //! * **commands**, client → server ([`Command`], in [`command`]): `hello`,
 //!   `/nick alice`, `/send 5`…
-//! * **server lines**, server → client ([`ServerLine`], in [`line`]):
+//! * **server lines**, server → client ([`ServerLine`], in [`mod@line`]):
 //!   `MSG 7 alice hello`, `JOIN 8 bob`, `ERR nick-taken …`…
 //!
 //! One exception carries raw bytes: a length-declared payload (`/send LEN`

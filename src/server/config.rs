@@ -37,7 +37,7 @@ pub type TickText = Arc<dyn Fn(TickInfo) -> String + Send + Sync>;
 #[derive(Clone)]
 pub struct Config {
     /// Where to listen (`--bind`, default `127.0.0.1:7878`). Ignored by
-    /// [`Server::from_listener`](super::Server::from_listener).
+    /// [`spawn_on`](super::spawn_on).
     pub bind: SocketAddr,
     /// Period of the broadcaster's own `TICK` (`--tick-ms`, default 5 s;
     /// `None` = off).
