@@ -252,6 +252,24 @@ fn quit_says_bye_and_others_get_leave() {
 }
 
 #[test]
+fn a_quitting_client_gets_everything_before_its_bye() {
+    let server = start(config());
+    let mut a = joined(server.local_addr());
+    let mut lines = String::new();
+    for n in 0..100 {
+        lines.push_str(&format!("parting words {n}\n"));
+    }
+    lines.push_str("/quit\n");
+    a.send(&lines);
+    // Read the raw stream to its end: every own MSG, then BYE quit last.
+    let all = String::from_utf8(a.rest()).unwrap();
+    let received: Vec<&str> = all.lines().collect();
+    assert_eq!(received.last(), Some(&"BYE quit"));
+    let msgs = received.iter().filter(|l| l.starts_with("MSG ")).count();
+    assert_eq!(msgs, 100, "{received:?}");
+}
+
+#[test]
 fn closing_the_socket_is_leave_closed() {
     let server = start(config());
     let mut a = joined(server.local_addr());

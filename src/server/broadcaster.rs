@@ -62,8 +62,10 @@ pub(crate) enum Inbox {
     Data { id: ClientId, payload: Vec<u8> },
     /// A member took a new name (already taken in the client map).
     Nick { id: ClientId, new: String },
-    /// A member's connection was closed; announce its `LEAVE`.
-    Leave { id: ClientId },
+    /// A member's connection ends (the closer has claimed it); announce its
+    /// `LEAVE`. With `bye`, the server is the one closing: first deliver
+    /// what the member is owed, then say `BYE`, then close its socket.
+    Leave { id: ClientId, bye: Option<Reason> },
     /// The embedding program's notification, sent as `TICK`.
     Notify { text: String },
     /// A member asked to `/resume`.
@@ -251,9 +253,7 @@ impl Broadcaster {
                 }
             }
             Inbox::Nick { id, new } => self.announce_rename(id, new),
-            Inbox::Leave { id } => {
-                self.depart(id, true);
-            }
+            Inbox::Leave { id, bye } => self.say_goodbye(id, bye),
             Inbox::Notify { text } => self.notify(&text),
             Inbox::Resume {
                 conn,
@@ -323,6 +323,24 @@ impl Broadcaster {
             })
             .0;
         self.shared.emit(ServerEvent::Renamed { seq, id, old, new });
+    }
+
+    /// A member is leaving. When the server closes it with a `BYE` (after
+    /// `/quit`, an idle timeout, a protocol error…) it first gets every
+    /// event published so far (its own last lines included: they came
+    /// through this inbox before its `Leave`), then the `BYE` as its last
+    /// line. Then everyone else gets the `LEAVE`.
+    fn say_goodbye(&mut self, id: ClientId, bye: Option<Reason>) {
+        if let Some(reason) = bye {
+            self.flush();
+            if let Some(member) = self.members.get(&id) {
+                member
+                    .conn
+                    .send_last(ServerLine::Bye(reason).to_line().as_bytes());
+                member.conn.close_for(reason);
+            }
+        }
+        self.depart(id, true);
     }
 
     /// Removes a member and announces its `LEAVE` with the reason its

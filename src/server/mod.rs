@@ -119,7 +119,10 @@ impl Shared {
     /// `LEAVE` announced.
     pub(crate) fn close_and_announce(&self, conn: &Conn, reason: Reason) {
         if self.close(conn, reason) == Some(true) && !self.is_stopping() {
-            let _ = self.inbox.send(Inbox::Leave { id: conn.id });
+            let _ = self.inbox.send(Inbox::Leave {
+                id: conn.id,
+                bye: None,
+            });
         }
     }
 }

@@ -15,9 +15,12 @@
 //!    `ERR`, `PONG`, `USERS`…) are written here directly.
 //! 3. **End.** The loop ends with a reason. The session then settles who
 //!    ends the connection (`Registry::claim_close`: the broadcaster may
-//!    have dropped this client as a slow consumer first), writes the
-//!    `BYE` if the reason has one, has its `LEAVE` announced, and
-//!    removes the connection from the client map.
+//!    have dropped this client as a slow consumer first) and removes the
+//!    connection from the client map. For a member, the goodbye goes
+//!    through the broadcaster: it delivers every event published before
+//!    the client's `LEAVE` (its own last lines included), then the `BYE`,
+//!    so that `BYE` really is the last line. A connection that never
+//!    joined gets its `BYE` from the session directly.
 //!
 //! # The order of the checks
 //!
@@ -474,12 +477,21 @@ impl Session {
         if !(stopping && reason == Reason::Closed)
             && let Some(was_listed) = shared.registry.claim_close(conn, reason)
         {
-            if bye {
-                conn.send_last(ServerLine::Bye(reason).to_line().as_bytes());
-            }
-            conn.close_for(reason);
             if was_listed && self.joined && !stopping {
-                let _ = shared.inbox.send(Inbox::Leave { id: conn.id });
+                // A member: the broadcaster delivers what it is owed, says
+                // BYE (if any) as the very last line, closes, and tells
+                // the others. A client that closed on its own is owed
+                // nothing: close at once.
+                if !bye {
+                    conn.close_for(reason);
+                }
+                let bye = bye.then_some(reason);
+                let _ = shared.inbox.send(Inbox::Leave { id: conn.id, bye });
+            } else {
+                if bye {
+                    conn.send_last(ServerLine::Bye(reason).to_line().as_bytes());
+                }
+                conn.close_for(reason);
             }
         }
         let name = shared.registry.remove(conn.id).unwrap_or_default();

@@ -267,6 +267,21 @@ impl Raw {
         }
     }
 
+    /// Everything the server sends from here to the end of the stream, as
+    /// raw bytes (for checking what the very last line is).
+    pub fn rest(&mut self) -> Vec<u8> {
+        assert!(
+            self.replies.is_empty() && self.events.is_empty(),
+            "lines already queued: {:?} {:?}",
+            self.replies,
+            self.events
+        );
+        self.reader.get_ref().set_read_timeout(Some(WAIT)).unwrap();
+        let mut all = Vec::new();
+        self.reader.read_to_end(&mut all).expect("read to the end");
+        all
+    }
+
     /// Asserts that nothing is waiting right now: sends `/ping MARK` and
     /// checks that `PONG MARK` is the next reply and no event came first.
     pub fn assert_quiet(&mut self, mark: &str) {
