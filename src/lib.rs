@@ -5,5 +5,6 @@
 #[cfg(not(unix))]
 compile_error!("tickcast needs a Unix-like system (it sends with MSG_DONTWAIT)");
 
+pub mod client;
 pub mod protocol;
 pub mod server;

@@ -8,6 +8,8 @@
 //! the next broadcast event, whichever arrived first on the wire.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
