@@ -394,6 +394,20 @@ impl<'a> Connection<'a> {
                 };
             }
         };
+        // Register the socket at once, so that closing the client can cut
+        // it even while we still wait for WELCOME. The check and the
+        // registration share the lock `cut_all` takes: either this sees
+        // the client closing, or `cut_all` sees this socket.
+        {
+            let mut slot = inner.links[link].lock();
+            if inner.is_closing() {
+                return Ending::Fatal(Closed::Quit);
+            }
+            *slot = Some(Out {
+                stream: writer,
+                pending: VecDeque::new(),
+            });
+        }
         let reader = Keepalive::new(stream, Arc::clone(inner), link, config.keepalive);
         let mut reader = FrameReader::new(reader, config.max_line);
         let mut conn = Connection {
@@ -406,7 +420,7 @@ impl<'a> Connection<'a> {
             ready: false,
             bye: None,
         };
-        let cause = match conn.greet(&mut reader, writer) {
+        let cause = match conn.greet(&mut reader) {
             Ok(()) => conn.read_loop(&mut reader),
             Err(cause) => cause,
         };
@@ -428,11 +442,7 @@ impl<'a> Connection<'a> {
     }
 
     /// Reads `WELCOME`, then starts the handshake.
-    fn greet(
-        &mut self,
-        reader: &mut FrameReader<Keepalive>,
-        writer: TcpStream,
-    ) -> Result<(), String> {
+    fn greet(&mut self, reader: &mut FrameReader<Keepalive>) -> Result<(), String> {
         let line = match reader.read_line() {
             Ok(Some(Frame::Line(line))) => String::from_utf8_lossy(line).into_owned(),
             Ok(Some(Frame::TooLong)) => return Err("the first line is too long".into()),
@@ -461,10 +471,6 @@ impl<'a> Connection<'a> {
         self.epoch = epoch.to_string();
         self.id = id;
         self.name = name.to_string();
-        *self.inner.links[self.link].lock() = Some(Out {
-            stream: writer,
-            pending: VecDeque::new(),
-        });
         self.inner.emit(Event::Welcome {
             link: self.link,
             id,
