@@ -18,12 +18,14 @@ struct Tickcast {
 #[argh(subcommand)]
 enum Command {
     Serve(cli::serve::ServeArgs),
+    Chat(cli::chat::ChatArgs),
 }
 
 fn main() -> ExitCode {
     let args: Tickcast = argh::from_env();
     let result = match args.command {
         Command::Serve(args) => cli::serve::run(args),
+        Command::Chat(args) => cli::chat::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! The subcommands of the `tickcast` binary.
 
+pub mod chat;
 pub mod serve;
 
 /// Current wall-clock time in the protocol's format, for log lines.

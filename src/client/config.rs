@@ -14,15 +14,15 @@ use std::time::Duration;
 pub struct Reconnect {
     /// Whether to reconnect at all.
     pub enabled: bool,
-    /// Wait before the first attempt [100 ms].
+    /// Wait before the first attempt (default: 100 ms).
     pub initial_delay: Duration,
-    /// Longest wait between attempts [5 s].
+    /// Longest wait between attempts (default: 5 s).
     pub max_delay: Duration,
-    /// Growth of the wait per attempt [2].
+    /// Growth of the wait per attempt (default: 2).
     pub multiplier: f64,
-    /// Share of the wait that is random, from 0 (none) to 1 [0.5].
+    /// Share of the wait that is random, from 0 (none) to 1 (default: 0.5).
     pub jitter: f64,
-    /// Give up after this many failed attempts in a row [never].
+    /// Give up after this many failed attempts in a row (default: never).
     pub max_attempts: Option<u32>,
 }
 
@@ -74,29 +74,29 @@ impl Reconnect {
 /// ```
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
-    /// The name to take (and take back after every reconnect) [none: keep
-    /// the server's `guest-ID`].
+    /// The name to take (and take back after every reconnect) (default:
+    /// none, keep the server's `guest-ID`).
     pub name: Option<String>,
-    /// The server's token, sent with `/auth` on every connection [none].
+    /// The server's token, sent with `/auth` on every connection (default: none).
     pub token: Option<String>,
     /// What to do when a connection is lost.
     pub reconnect: Reconnect,
     /// Keep two connections; the event stream merges them, so losing
-    /// either loses nothing [false].
+    /// either loses nothing (default: false).
     pub redundant: bool,
     /// How long [`Client::list`](super::Client::list) and the other
-    /// request calls wait for their answer [5 s].
+    /// request calls wait for their answer (default: 5 s).
     pub request_timeout: Duration,
-    /// How long one connection attempt may take [5 s].
+    /// How long one connection attempt may take (default: 5 s).
     pub connect_timeout: Duration,
-    /// How long one write to the server may block [5 s].
+    /// How long one write to the server may block (default: 5 s).
     pub write_timeout: Duration,
     /// Silence after which the connection is presumed dead: `/ping` after
-    /// half of it, reconnect after all of it [30 s; `None`: never].
+    /// half of it, reconnect after all of it (default: 30 s; `None`: never).
     pub keepalive: Option<Duration>,
-    /// Longest server line accepted [1 MiB].
+    /// Longest server line accepted (default: 1 MiB).
     pub max_line: usize,
-    /// Largest `DATA` payload accepted [64 MiB].
+    /// Largest `DATA` payload accepted (default: 64 MiB).
     pub max_payload: u64,
 }
 

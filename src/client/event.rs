@@ -38,6 +38,16 @@ pub enum Closed {
     GaveUp,
 }
 
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Closed::Quit => "quit",
+            Closed::AuthFailed => "the server refused the token",
+            Closed::GaveUp => "gave up reconnecting",
+        })
+    }
+}
+
 /// Something the client received or went through.
 ///
 /// Broadcast events (`Msg`, `Data`, `Join`, `Nick`, `Leave`, `Tick`)
