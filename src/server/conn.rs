@@ -436,6 +436,9 @@ pub(crate) fn deliver<C: AsRef<[u8]>>(
             }
         }
         waiting.retain(|s| !failed.iter().any(|&(i, _)| i == s.index));
+        if waiting.is_empty() {
+            break;
+        }
 
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -460,8 +463,8 @@ pub(crate) fn deliver<C: AsRef<[u8]>>(
 
         let any_unlocked = waiting.iter().any(|s| s.writer.is_none());
         if waiting.iter().all(|s| s.writer.is_none()) {
-            // Only clients whose session is writing to them right now:
-            // wait for the first one's lock.
+            // Only clients whose session is writing to them right now
+            // (and `waiting` is not empty): wait for the first one's lock.
             let s = &mut waiting[0];
             match deliveries[s.index].conn.lock_writer_until(deadline) {
                 Ok(w) => s.writer = Some(w),
