@@ -195,6 +195,24 @@ fn shutdown_delivers_what_was_accepted_then_says_bye() {
 }
 
 #[test]
+fn a_panicking_tick_text_stops_the_server_instead_of_leaving_it_half_alive() {
+    let server = start(Config {
+        tick: Some(Duration::from_millis(300)),
+        tick_text: Some(Arc::new(|_| panic!("the tick text failed"))),
+        ..config()
+    });
+    let mut a = joined(server.local_addr());
+    // The broadcaster's panic stops the whole server, cleanly.
+    let finished = server.finished();
+    assert_eq!(
+        finished.recv_timeout(WAIT),
+        Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+    );
+    let (replies, _) = a.until_closed();
+    assert_eq!(replies.last().map(String::as_str), Some("BYE shutdown"));
+}
+
+#[test]
 fn new_connections_are_refused_after_shutdown() {
     let server = start(config());
     let addr = server.local_addr();

@@ -143,10 +143,18 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     })?;
 
     let events = server.events();
+    let finished = server.finished();
     loop {
         select! {
             recv(events) -> event => log(quiet, event?),
             recv(signal) -> _ => break,
+            // Only a failure inside the server ends it without a signal.
+            recv(finished) -> _ => {
+                for event in events.try_iter() {
+                    log(quiet, event);
+                }
+                return Err("the server stopped after an internal error (see above)".into());
+            }
         }
     }
 

@@ -61,6 +61,8 @@ pub(crate) struct Acceptor {
     pub broadcaster: JoinHandle<()>,
     /// Tells the broadcaster to deliver what it holds and stop.
     pub stop_broadcaster: Sender<()>,
+    /// Dropped when this thread ends: closes `ServerHandle::finished`.
+    pub done: Sender<()>,
 }
 
 impl Acceptor {
@@ -174,6 +176,7 @@ impl Acceptor {
             listener,
             broadcaster,
             stop_broadcaster,
+            done,
             ..
         } = self;
         drop(listener);
@@ -204,6 +207,7 @@ impl Acceptor {
         for conn in still_open {
             conn.shutdown();
         }
+        drop(done);
     }
 }
 

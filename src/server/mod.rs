@@ -89,6 +89,10 @@ pub(crate) struct Shared {
     events_dropped: AtomicU64,
     /// Set once shutdown has begun.
     stopping: AtomicBool,
+    /// The listener's address, to wake the acceptor out of `accept()`.
+    local_addr: SocketAddr,
+    /// Wakes the acceptor out of a backoff wait.
+    wake: Sender<()>,
 }
 
 impl Shared {
@@ -102,6 +106,17 @@ impl Shared {
 
     pub(crate) fn is_stopping(&self) -> bool {
         self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Starts the shutdown sequence (once): sets the flag, and wakes the
+    /// acceptor by connecting to its listener (see `accept`).
+    pub(crate) fn stop(&self) {
+        if self.stopping.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let _ = self.wake.try_send(());
+        let wake = accept::wake_address(self.local_addr);
+        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
     }
 
     /// Ends `conn` for `reason` unless someone already did, and closes its
@@ -156,18 +171,31 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
         events: events_tx,
         events_dropped: AtomicU64::new(0),
         stopping: AtomicBool::new(false),
+        local_addr,
+        wake: wake_tx,
     });
 
     let broadcaster = Broadcaster::new(Arc::clone(&shared), inbox_rx, stop_rx);
+    let for_broadcaster = Arc::clone(&shared);
     let broadcaster = thread::Builder::new()
         .name("tickcast-broadcaster".into())
-        .spawn(move || broadcaster.run())?;
+        .spawn(move || {
+            // A bug here must not leave a server that accepts clients but
+            // broadcasts nothing: stop the whole server instead (the panic
+            // message is on stderr). Nothing is shared across the unwind.
+            let run = std::panic::AssertUnwindSafe(|| broadcaster.run());
+            if std::panic::catch_unwind(run).is_err() {
+                for_broadcaster.stop();
+            }
+        })?;
+    let (done_tx, done_rx) = bounded::<()>(0);
     let acceptor = accept::Acceptor {
         shared: Arc::clone(&shared),
         listener,
         wake: wake_rx,
         broadcaster,
         stop_broadcaster: stop_tx,
+        done: done_tx,
     };
     let acceptor = thread::Builder::new()
         .name("tickcast-acceptor".into())
@@ -177,7 +205,7 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
         shared,
         local_addr,
         events: events_rx,
-        wake: wake_tx,
+        finished: done_rx,
         acceptor: Some(acceptor),
     })
 }
@@ -223,7 +251,8 @@ pub struct ServerHandle {
     shared: Arc<Shared>,
     local_addr: SocketAddr,
     events: Receiver<ServerEvent>,
-    wake: Sender<()>,
+    /// Closes when the acceptor, the last thread, has finished.
+    finished: Receiver<()>,
     acceptor: Option<JoinHandle<()>>,
 }
 
@@ -344,13 +373,15 @@ impl ServerHandle {
     /// Starts the shutdown sequence and returns at once; see
     /// [`ServerHandle::join`]. Calling it again does nothing.
     pub fn shutdown(&self) {
-        if self.shared.stopping.swap(true, Ordering::SeqCst) {
-            return;
-        }
-        let _ = self.wake.try_send(());
-        // Wake the acceptor out of `accept()` by connecting to it.
-        let wake = accept::wake_address(self.local_addr);
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        self.shared.stop();
+    }
+
+    /// A channel that closes (its `recv` returns `Err`) once the server
+    /// has finished shutting down, whether [`ServerHandle::shutdown`] was
+    /// called or the server had to stop on its own (a failure of its
+    /// broadcaster thread). Use it in a `select!`.
+    pub fn finished(&self) -> Receiver<()> {
+        self.finished.clone()
     }
 
     /// Waits until the server has shut down: every broadcast it accepted

@@ -85,7 +85,15 @@ pub(crate) fn run(shared: Arc<Shared>, conn: Arc<Conn>, stream: TcpStream) {
         shared,
         conn,
     };
-    let Err(end) = session.serve();
+    // A bug in handling one client's commands costs that client its
+    // connection (ended as `error`, announced like any other), not the
+    // server. Nothing the session shares is left half-changed by a panic:
+    // shared state changes only inside short lock scopes.
+    let serve = std::panic::AssertUnwindSafe(|| session.serve());
+    let end = match std::panic::catch_unwind(serve) {
+        Ok(Err(end)) => end,
+        Err(_) => End::Silent(Reason::Error),
+    };
     session.finish(end);
 }
 
