@@ -1,23 +1,35 @@
 //! The client library: a blocking client with its events on a channel,
 //! that reconnects and resumes by itself so that nothing is lost.
 //!
-//! ```no_run
+//! ```
 //! use tickcast::client::{Client, ClientConfig, Event};
+//! # let hub = tickcast::server::spawn_on(
+//! #     std::net::TcpListener::bind("127.0.0.1:0")?,
+//! #     tickcast::server::Config { tick: None, ..Default::default() },
+//! # )?;
+//! # let addr = hub.local_addr();
 //!
-//! let client = Client::with_config("127.0.0.1:7878", ClientConfig {
+//! // `addr` is where the hub listens, e.g. "127.0.0.1:7878".
+//! let alice = Client::with_config(addr, ClientConfig {
 //!     name: Some("alice".into()),
 //!     ..ClientConfig::default()
 //! })?;
-//! client.say("hello, room")?;
-//! println!("here: {:?}", client.list()?);
-//! for event in client.events().iter() {
+//! alice.say("hello, room")?;
+//! assert_eq!(alice.list()?, vec!["alice"]);
+//! assert!(alice.ping()? < std::time::Duration::from_secs(1));
+//!
+//! for event in alice.events().iter() {
 //!     match event {
-//!         Event::Msg { from, text, .. } => println!("<{from}> {text}"),
-//!         Event::Closed(_) => break,
+//!         Event::Msg { from, text, .. } => {
+//!             println!("<{from}> {text}");
+//!             break;
+//!         }
+//!         Event::Gap(gap) => eprintln!("lost: {gap:?}"),
 //!         _ => {}
 //!     }
 //! }
-//! # Ok::<(), tickcast::client::ClientError>(())
+//! alice.quit("bye")?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! # How it works
@@ -200,6 +212,20 @@ impl Client {
 
     /// Takes a name; `Err(ClientError::Server { code: NickTaken, .. })` if
     /// someone has it. The client takes it back after every reconnect.
+    ///
+    /// ```
+    /// # use tickcast::{client::Client, protocol::ErrorCode};
+    /// # let hub = tickcast::server::spawn_on(
+    /// #     std::net::TcpListener::bind("127.0.0.1:0")?,
+    /// #     tickcast::server::Config::default(),
+    /// # )?;
+    /// let a = Client::connect(hub.local_addr())?;
+    /// let b = Client::connect(hub.local_addr())?;
+    /// a.nick("alice")?;
+    /// let taken = b.nick("Alice").unwrap_err();
+    /// assert_eq!(taken.code(), Some(ErrorCode::NickTaken));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn nick(&self, name: &str) -> Result<(), ClientError> {
         validate_name(name).map_err(ClientError::InvalidName)?;
         self.request(&Command::Nick(name), |reply| Pending::Nick {
