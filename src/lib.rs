@@ -44,6 +44,7 @@
 //! | … writing to clients without one stalling the others | `server/conn.rs` |
 //! | … the client map (one mutex, never held across I/O) | `server/registry.rs` |
 //! | … the history ring for `/resume` | `server/history.rs` |
+//! | reading while watching for silence (idle timeout, keepalive) | `silence.rs` |
 //! | the client library | [`client`] |
 //! | … a connection's thread: handshake, reading, reconnecting | `client/link.rs` |
 //! | … one ordered stream out of replays and two connections | `client/merge.rs` |
@@ -59,6 +60,7 @@ compile_error!("tickcast needs a Unix-like system (it sends with MSG_DONTWAIT an
 pub mod client;
 pub mod protocol;
 pub mod server;
+mod silence;
 
 /// The code in README.md, compiled by `cargo test`.
 #[cfg(doctest)]

@@ -248,6 +248,46 @@ fn requests_time_out_when_the_server_does_not_answer() {
 }
 
 #[test]
+fn a_server_gone_silent_is_noticed_by_the_keepalive() {
+    // A "server" that says WELCOME, then nothing ever again (a dead peer
+    // behind a connection that was never closed).
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mute = thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .write_all(b"WELCOME 1 guest-1 2026-11-22T10:00:05.123Z 00ff e1 hi\n")
+            .unwrap();
+        let mut lines = BufReader::new(stream).lines();
+        let mut pinged = false;
+        while let Some(Ok(line)) = lines.next() {
+            pinged |= line.starts_with("/ping keepalive-");
+        }
+        pinged
+    });
+    let client = Client::with_config(
+        addr,
+        ClientConfig {
+            keepalive: Some(Duration::from_millis(300)),
+            reconnect: Reconnect::never(),
+            ..ClientConfig::default()
+        },
+    )
+    .unwrap();
+    let events = events_until(&client, |e| matches!(e, Event::Closed(_)));
+    let cause = events
+        .iter()
+        .find_map(|e| match e {
+            Event::Disconnected { cause, .. } => Some(cause.clone()),
+            _ => None,
+        })
+        .expect("no Disconnected event");
+    assert!(cause.contains("no sign of life"), "{cause}");
+    drop(client);
+    assert!(mute.join().unwrap(), "the client never pinged");
+}
+
+#[test]
 fn every_broadcast_arrives_once_in_order_across_repeated_cuts() {
     let server = start(config());
     let proxy = Proxy::start(server.local_addr());

@@ -42,15 +42,16 @@ use super::event::{Closed, Event};
 use super::merge::Merge;
 use super::requests::{NickMode, Pending, Route, route};
 use crate::protocol::{Command, ErrorCode, Frame, FrameReader, Reason, ServerLine};
+use crate::silence::SilenceWatch;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::io::{self, ErrorKind, Read, Write};
+use std::io::{self, ErrorKind, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What every thread of one client shares.
 pub(crate) struct Inner {
@@ -279,6 +280,9 @@ impl Inner {
     }
 }
 
+/// Sends the keepalive's `/ping`.
+type Pinger = Box<dyn FnMut() -> io::Result<()> + Send>;
+
 /// How one connection ended.
 enum Ending {
     /// Lost; reconnect. `ready` says whether it got through its handshake;
@@ -408,7 +412,21 @@ impl<'a> Connection<'a> {
                 pending: VecDeque::new(),
             });
         }
-        let reader = Keepalive::new(stream, Arc::clone(inner), link, config.keepalive);
+        // The keepalive: `/ping` after half of it in silence, give up on
+        // the connection after all of it.
+        let pinger = Arc::clone(inner);
+        let ping = move || {
+            let token = pinger.token("keepalive");
+            let pending = Pending::Ping {
+                token: token.clone(),
+                sent: Instant::now(),
+                reply: None,
+            };
+            // If the write fails, the connection is cut and the read ends.
+            let _ = pinger.send(link, &Command::Ping(&token), None, Some(pending));
+            Ok(())
+        };
+        let reader = SilenceWatch::new(stream, config.keepalive, Box::new(ping) as Pinger);
         let mut reader = FrameReader::new(reader, config.max_line);
         let mut conn = Connection {
             inner,
@@ -442,7 +460,7 @@ impl<'a> Connection<'a> {
     }
 
     /// Reads `WELCOME`, then starts the handshake.
-    fn greet(&mut self, reader: &mut FrameReader<Keepalive>) -> Result<(), String> {
+    fn greet(&mut self, reader: &mut FrameReader<SilenceWatch<Pinger>>) -> Result<(), String> {
         let line = match reader.read_line() {
             Ok(Some(Frame::Line(line))) => String::from_utf8_lossy(line).into_owned(),
             Ok(Some(Frame::TooLong)) => return Err("the first line is too long".into()),
@@ -551,7 +569,7 @@ impl<'a> Connection<'a> {
     }
 
     /// Reads until the connection ends; returns why.
-    fn read_loop(&mut self, reader: &mut FrameReader<Keepalive>) -> String {
+    fn read_loop(&mut self, reader: &mut FrameReader<SilenceWatch<Pinger>>) -> String {
         let mut payload = Vec::new();
         loop {
             // Own the line, so that the reader is free again (a DATA
@@ -574,7 +592,7 @@ impl<'a> Connection<'a> {
                     });
                     continue;
                 }
-                Err(e) if reader.get_ref().silent => {
+                Err(e) if reader.get_ref().expired() => {
                     return format!("no sign of life from the server ({e})");
                 }
                 Err(e) => return e.to_string(),
@@ -882,94 +900,6 @@ impl<'a> Connection<'a> {
                     }),
                 );
             }
-        }
-    }
-}
-
-/// Wraps a link's reading half for the keepalive: after half the
-/// keepalive period without a byte, send `/ping`; after all of it, give up
-/// on the connection (`silent`). Works with the socket's read timeout, so
-/// a quiet connection costs no CPU.
-struct Keepalive {
-    stream: TcpStream,
-    inner: Arc<Inner>,
-    link: usize,
-    period: Option<Duration>,
-    heard: Instant,
-    pinged: bool,
-    timeout: Option<Duration>,
-    silent: bool,
-}
-
-impl Keepalive {
-    fn new(stream: TcpStream, inner: Arc<Inner>, link: usize, period: Option<Duration>) -> Self {
-        let timeout = period.map(|p| (p / 2).max(Duration::from_millis(1)));
-        let _ = stream.set_read_timeout(timeout);
-        Keepalive {
-            stream,
-            inner,
-            link,
-            period,
-            heard: Instant::now(),
-            pinged: false,
-            timeout,
-            silent: false,
-        }
-    }
-
-    fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        if self.timeout != Some(timeout) {
-            self.stream.set_read_timeout(Some(timeout))?;
-            self.timeout = Some(timeout);
-        }
-        Ok(())
-    }
-}
-
-impl Read for Keepalive {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let err = match (&self.stream).read(buf) {
-                Ok(n) => {
-                    if n > 0 {
-                        self.heard = Instant::now();
-                        if self.pinged {
-                            self.pinged = false;
-                            if let Some(period) = self.period {
-                                self.set_timeout((period / 2).max(Duration::from_millis(1)))?;
-                            }
-                        }
-                    }
-                    return Ok(n);
-                }
-                Err(e) => e,
-            };
-            let Some(period) = self.period else {
-                return Err(err);
-            };
-            if !matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
-                return Err(err);
-            }
-            let quiet = self.heard.elapsed();
-            if quiet >= period {
-                self.silent = true;
-                return Err(io::Error::new(ErrorKind::TimedOut, "keepalive expired"));
-            }
-            if quiet >= period / 2 && !self.pinged {
-                self.pinged = true;
-                let token = self.inner.token("keepalive");
-                let pending = Pending::Ping {
-                    token: token.clone(),
-                    sent: Instant::now(),
-                    reply: None,
-                };
-                let _ = self
-                    .inner
-                    .send(self.link, &Command::Ping(&token), None, Some(pending));
-            }
-            let next = if self.pinged { period } else { period / 2 };
-            let wait = next.saturating_sub(quiet).max(Duration::from_millis(1));
-            self.set_timeout(wait)?;
         }
     }
 }

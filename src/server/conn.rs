@@ -120,6 +120,17 @@ impl WriteError {
     }
 }
 
+impl From<WriteError> for io::Error {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::TimedOut => ErrorKind::TimedOut.into(),
+            WriteError::PeerClosed => ErrorKind::ConnectionReset.into(),
+            WriteError::Io(kind) => kind.into(),
+            WriteError::Closed => ErrorKind::BrokenPipe.into(),
+        }
+    }
+}
+
 impl Conn {
     pub(crate) fn new(
         id: ClientId,

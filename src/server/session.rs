@@ -48,13 +48,14 @@ use crate::protocol::{
     Command, ErrorCode, Frame, FrameReader, Reason, ServerLine, TextError, guest_name,
     text_from_bytes,
 };
+use crate::silence::SilenceWatch;
 use bytes::Bytes;
 use crossbeam_channel::bounded;
 use std::convert::Infallible;
-use std::io::{self, ErrorKind, Read};
+use std::io::{self, ErrorKind};
 use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 use subtle::ConstantTimeEq;
 
 /// Greeting text at the end of `WELCOME`.
@@ -70,11 +71,21 @@ const GREETING: &str = concat!(
 const REPLAY_GROUP_EVENTS: usize = 64;
 const REPLAY_GROUP_BYTES: usize = 256 * 1024;
 
+/// Sends a `PING` to the client.
+type Pinger = Box<dyn FnMut() -> io::Result<()> + Send>;
+
 /// Runs one connection's session to its end. `stream` is the reading half;
 /// `conn` holds the writing half.
 pub(crate) fn run(shared: Arc<Shared>, conn: Arc<Conn>, stream: TcpStream) {
-    let idle = shared.config.idle_timeout;
-    let reader = IdleReader::new(stream, Arc::clone(&conn), idle);
+    // `--idle-timeout`: PING after half of it, BYE timeout after all.
+    let pinger = Arc::clone(&conn);
+    let mut pings: u64 = 0;
+    let ping = move || {
+        pings += 1;
+        let ping = ServerLine::Ping(&pings.to_string()).to_line();
+        pinger.send(ping.as_bytes()).map_err(io::Error::from)
+    };
+    let reader = SilenceWatch::new(stream, shared.config.idle_timeout, Box::new(ping) as Pinger);
     let mut session = Session {
         rate: shared.config.max_rate.map(RateLimiter::new),
         reader: FrameReader::new(reader, shared.config.max_line),
@@ -116,7 +127,7 @@ impl From<WriteError> for End {
 struct Session {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
-    reader: FrameReader<IdleReader>,
+    reader: FrameReader<SilenceWatch<Pinger>>,
     /// Whether the client may do more than `/auth` and `/quit`.
     authed: bool,
     /// Whether the client joined (and so must have a `LEAVE`).
@@ -455,18 +466,17 @@ impl Session {
     }
 
     fn read_failed(&self, e: &io::Error) -> End {
-        let reader = self.reader.get_ref();
-        if reader.expired {
+        if self.reader.get_ref().expired() {
             return End::Bye(Reason::Timeout);
-        }
-        if let Some(e) = reader.ping_failed {
-            return e.into();
         }
         match e.kind() {
             ErrorKind::UnexpectedEof
             | ErrorKind::ConnectionReset
             | ErrorKind::ConnectionAborted
             | ErrorKind::BrokenPipe => End::Silent(Reason::Closed),
+            // Only a PING that could not be written in time times out here
+            // (reads time out only for the silence watch, handled above).
+            ErrorKind::TimedOut | ErrorKind::WouldBlock => End::Silent(Reason::SlowConsumer),
             _ => End::Silent(Reason::Error),
         }
     }
@@ -512,101 +522,6 @@ impl Session {
     }
 }
 
-/// Wraps the reading half of the socket to implement `--idle-timeout`:
-/// "no byte received" for half the timeout sends `PING`, for all of it
-/// ends the session. It works with the socket's read timeout, so a silent
-/// client costs no CPU: the thread sleeps in `read` until a byte arrives
-/// or the next deadline passes.
-struct IdleReader {
-    stream: TcpStream,
-    conn: Arc<Conn>,
-    idle: Option<Duration>,
-    /// When the last byte arrived.
-    heard: Instant,
-    /// Whether a `PING` went out since then.
-    pinged: bool,
-    pings: u64,
-    /// The read timeout currently set on the socket.
-    timeout: Option<Duration>,
-    /// The whole idle timeout passed.
-    expired: bool,
-    /// Writing the `PING` failed.
-    ping_failed: Option<WriteError>,
-}
-
-impl IdleReader {
-    fn new(stream: TcpStream, conn: Arc<Conn>, idle: Option<Duration>) -> Self {
-        let timeout = idle.map(|i| i / 2);
-        // Only fails for a zero duration, which the config refuses.
-        let _ = stream.set_read_timeout(timeout);
-        IdleReader {
-            stream,
-            conn,
-            idle,
-            heard: Instant::now(),
-            pinged: false,
-            pings: 0,
-            timeout,
-            expired: false,
-            ping_failed: None,
-        }
-    }
-
-    fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        if self.timeout != Some(timeout) {
-            self.stream.set_read_timeout(Some(timeout))?;
-            self.timeout = Some(timeout);
-        }
-        Ok(())
-    }
-}
-
-impl Read for IdleReader {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            let err = match (&self.stream).read(buf) {
-                Ok(n) => {
-                    if n > 0 {
-                        self.heard = Instant::now();
-                        if self.pinged {
-                            self.pinged = false;
-                            if let Some(idle) = self.idle {
-                                self.set_timeout(idle / 2)?;
-                            }
-                        }
-                    }
-                    return Ok(n);
-                }
-                Err(e) => e,
-            };
-            let Some(idle) = self.idle else {
-                return Err(err);
-            };
-            if !matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
-                return Err(err);
-            }
-            let silent = self.heard.elapsed();
-            if silent >= idle {
-                self.expired = true;
-                return Err(io::Error::new(ErrorKind::TimedOut, "idle timeout"));
-            }
-            if silent >= idle / 2 && !self.pinged {
-                self.pinged = true;
-                self.pings += 1;
-                let ping = ServerLine::Ping(&self.pings.to_string()).to_line();
-                if let Err(e) = self.conn.send(ping.as_bytes()) {
-                    self.ping_failed = Some(e);
-                    return Err(io::Error::other("could not send PING"));
-                }
-            }
-            // Sleep until the next deadline (at least 1 ms).
-            let next = if self.pinged { idle } else { idle / 2 };
-            let wait = next.saturating_sub(silent).max(Duration::from_millis(1));
-            self.set_timeout(wait)?;
-        }
-    }
-}
-
 /// `--max-rate`: a token bucket. It holds up to twice the rate in tokens,
 /// gains `rate` tokens per second, and every non-empty line takes one. A
 /// client can burst twice its rate, then sustain the rate.
@@ -644,6 +559,7 @@ impl RateLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn rate_limiter_allows_a_burst_of_twice_the_rate_then_the_rate() {
