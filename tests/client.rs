@@ -26,6 +26,14 @@ fn fast() -> ClientConfig {
     }
 }
 
+/// `fast()` with a name to take.
+fn named(name: &str) -> ClientConfig {
+    ClientConfig {
+        name: Some(name.into()),
+        ..fast()
+    }
+}
+
 /// Takes events until `done` says so (bounded wait); returns them all.
 fn events_until(client: &Client, mut done: impl FnMut(&Event) -> bool) -> Vec<Event> {
     let deadline = Instant::now() + WAIT;
@@ -89,22 +97,8 @@ fn produce(addr: SocketAddr, n: usize) -> thread::JoinHandle<()> {
 #[test]
 fn basic_calls() {
     let server = start(config());
-    let alice = Client::with_config(
-        server.local_addr(),
-        ClientConfig {
-            name: Some("alice".into()),
-            ..fast()
-        },
-    )
-    .unwrap();
-    let bob = Client::with_config(
-        server.local_addr(),
-        ClientConfig {
-            name: Some("bob".into()),
-            ..fast()
-        },
-    )
-    .unwrap();
+    let alice = Client::with_config(server.local_addr(), named("alice")).unwrap();
+    let bob = Client::with_config(server.local_addr(), named("bob")).unwrap();
     assert_eq!(alice.name().as_deref(), Some("alice"));
     assert_eq!(alice.list().unwrap(), vec!["alice", "bob"]);
     assert!(alice.ping().unwrap() < WAIT);
@@ -148,22 +142,8 @@ fn basic_calls() {
 #[test]
 fn a_name_taken_at_connect_is_an_error() {
     let server = start(config());
-    let _alice = Client::with_config(
-        server.local_addr(),
-        ClientConfig {
-            name: Some("alice".into()),
-            ..fast()
-        },
-    )
-    .unwrap();
-    let err = Client::with_config(
-        server.local_addr(),
-        ClientConfig {
-            name: Some("Alice".into()),
-            ..fast()
-        },
-    )
-    .unwrap_err();
+    let _alice = Client::with_config(server.local_addr(), named("alice")).unwrap();
+    let err = Client::with_config(server.local_addr(), named("Alice")).unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NickTaken));
 }
 
@@ -357,14 +337,7 @@ fn a_cut_in_the_middle_of_a_payload_loses_nothing() {
 fn the_name_comes_back_after_a_reconnect() {
     let server = start(config());
     let proxy = Proxy::start(server.local_addr());
-    let client = Client::with_config(
-        proxy.addr(),
-        ClientConfig {
-            name: Some("alice".into()),
-            ..fast()
-        },
-    )
-    .unwrap();
+    let client = Client::with_config(proxy.addr(), named("alice")).unwrap();
     let mut watcher = joined(server.local_addr());
     proxy.cut_all();
     events_until(&client, |e| matches!(e, Event::Disconnected { .. }));
