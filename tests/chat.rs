@@ -161,6 +161,16 @@ fn raw_mode_prints_every_event_once_in_order_across_cuts() {
     assert!(proxy.forwarded() >= 3, "the cuts did not happen");
 }
 
+/// Reads the chat's output into `lines` until `done` says so (bounded wait).
+fn wait_for(chat: &Chat, lines: &mut Vec<String>, done: impl Fn(&[String]) -> bool) {
+    while !done(lines) {
+        match chat.stdout.recv_timeout(WAIT) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!("stuck; so far: {lines:#?}"),
+        }
+    }
+}
+
 #[test]
 fn human_mode_prints_time_and_names() {
     let server = start(config());
@@ -176,17 +186,17 @@ fn human_mode_prints_time_and_names() {
     let mut other = joined(server.local_addr());
     other.line("/nick bob");
     other.line("hi alice");
+    // `/list` only after the rename is out, or it may still say guest-2.
+    wait_for(&chat, &mut lines, |lines| {
+        lines
+            .iter()
+            .any(|l| l.ends_with("* guest-2 is now known as bob"))
+    });
     chat.type_line("/list");
-    let done = |lines: &[String]| {
+    wait_for(&chat, &mut lines, |lines| {
         lines.iter().any(|l| l.contains("* here (2): alice, bob"))
             && lines.iter().any(|l| l.ends_with("<bob> hi alice"))
-    };
-    while !done(&lines) {
-        match chat.stdout.recv_timeout(WAIT) {
-            Ok(line) => lines.push(line),
-            Err(_) => panic!("stuck; so far: {lines:#?}"),
-        }
-    }
+    });
     let said = lines
         .iter()
         .find(|l| l.ends_with("<bob> hi alice"))
