@@ -156,12 +156,30 @@ fn the_token_can_come_from_the_environment() {
 
 #[test]
 fn options_reach_the_server() {
+    // A tiny line limit is allowed (the commands that no longer fit get
+    // line-too-long like any other line); 0 turns the off-by-default
+    // limits off, as `--tick-ms 0` does the tick.
     let serve = Serve::start(
-        &["--max-clients", "1", "--max-line", "40", "--tick-ms", "50"],
+        &[
+            "--max-clients",
+            "1",
+            "--max-line",
+            "8",
+            "--tick-ms",
+            "50",
+            "--idle-timeout",
+            "0",
+            "--max-rate",
+            "0",
+            "--max-per-ip",
+            "0",
+        ],
         &[],
     );
     let mut a = joined(serve.addr);
-    a.line(&"x".repeat(41));
+    a.line("12345678");
+    assert!(a.event().line.ends_with(" 12345678"));
+    a.line("123456789");
     assert!(a.reply().starts_with("ERR line-too-long "));
     a.event_starting("TICK ");
     let mut refused = Raw::connect_bare(serve.addr);
@@ -175,6 +193,8 @@ fn bad_options_are_reported() {
         &["serve", "--max-line", "lots"][..],
         &["serve", "--idle-timeout", "-3"],
         &["serve", "--write-timeout-ms", "0"],
+        &["serve", "--max-line", "0"],
+        &["serve", "--max-clients", "0"],
         &["serve", "--bind", "not-an-address"],
         &["frobnicate"],
     ] {

@@ -233,7 +233,7 @@ fn bad_settings_are_refused() {
         ),
         (
             Config {
-                max_line: 8,
+                max_line: 0,
                 ..Config::default()
             },
             "line limit",

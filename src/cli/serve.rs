@@ -58,15 +58,16 @@ pub struct ServeArgs {
     #[argh(option, default = "2000")]
     write_timeout_ms: u64,
 
-    /// drop clients silent this long, in seconds (PING after half) [off]
+    /// drop clients silent this long, in seconds (PING after half); 0 = off
+    /// [off]
     #[argh(option, from_str_fn(parse_seconds))]
     idle_timeout: Option<Duration>,
 
-    /// lines per second a client may send, burst twice that [off]
+    /// lines per second a client may send, burst twice that; 0 = off [off]
     #[argh(option)]
     max_rate: Option<u32>,
 
-    /// connections from one IP address [off]
+    /// connections from one IP address; 0 = off [off]
     #[argh(option)]
     max_per_ip: Option<usize>,
 
@@ -91,8 +92,9 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
     let secs: f64 = s
         .parse()
         .map_err(|_| format!("{s:?} is not a number of seconds"))?;
-    if !(secs > 0.0 && secs < 1e9) {
-        return Err("the idle timeout must be a positive number of seconds".into());
+    // 0 turns the timeout off (see `config`), like `--tick-ms 0`.
+    if !(0.0..1e9).contains(&secs) {
+        return Err("the idle timeout must be a number of seconds, 0 or more".into());
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -110,9 +112,10 @@ impl ServeArgs {
             max_line: self.max_line,
             max_payload: self.max_payload,
             write_timeout: Duration::from_millis(self.write_timeout_ms),
-            idle_timeout: self.idle_timeout,
-            max_rate: self.max_rate,
-            max_per_ip: self.max_per_ip,
+            // For the limits that are off by default, 0 also means off.
+            idle_timeout: self.idle_timeout.filter(|d| !d.is_zero()),
+            max_rate: self.max_rate.filter(|&n| n > 0),
+            max_per_ip: self.max_per_ip.filter(|&n| n > 0),
             history: self.history,
             history_bytes: self.history_bytes,
             token,

@@ -225,8 +225,8 @@ impl Config {
         if self.tick.is_some_and(|d| d.is_zero()) {
             return Err("the tick period must be positive (None turns it off)".into());
         }
-        if self.max_line < 32 {
-            return Err("the line limit must be at least 32 bytes".into());
+        if self.max_line == 0 {
+            return Err("the line limit must be at least 1 byte".into());
         }
         if self.max_rate == Some(0) {
             return Err("the rate limit must be at least 1 line per second".into());
