@@ -16,7 +16,8 @@
 //! 3. **End.** The loop ends with a reason. The session then settles who
 //!    ends the connection (`Registry::claim_close`: the broadcaster may
 //!    have dropped this client as a slow consumer first) and removes the
-//!    connection from the client map. For a member, the goodbye goes
+//!    connection from the client map, so that its place is free before
+//!    anyone hears its `LEAVE`. For a member, the goodbye goes
 //!    through the broadcaster: it delivers every event published before
 //!    the client's `LEAVE` (its own last lines included), then the `BYE`,
 //!    so that `BYE` really is the last line. A connection that never
@@ -489,6 +490,7 @@ impl Session {
             End::Silent(reason) => (reason, false),
         };
         let stopping = shared.is_stopping();
+        let mut leave = None;
         // At shutdown the server closes the reading side of every socket,
         // which looks like the client closing: leave that connection to
         // the shutdown sequence, which says `BYE shutdown`.
@@ -503,8 +505,10 @@ impl Session {
                 if !bye {
                     conn.close_for(reason);
                 }
-                let bye = bye.then_some(reason);
-                let _ = shared.inbox.send(Inbox::Leave { id: conn.id, bye });
+                leave = Some(Inbox::Leave {
+                    id: conn.id,
+                    bye: bye.then_some(reason),
+                });
             } else {
                 if bye {
                     conn.send_last(ServerLine::Bye(reason).to_line().as_bytes());
@@ -512,7 +516,15 @@ impl Session {
                 conn.close_for(reason);
             }
         }
+        // Free the place in the client map (and its `--max-clients` and
+        // `--max-per-ip` counts) before the others hear the `LEAVE`: whoever
+        // reacts to it by connecting must find the place free. The
+        // broadcaster keeps its own handle on the connection for the
+        // goodbye.
         let name = shared.registry.remove(conn.id).unwrap_or_default();
+        if let Some(leave) = leave {
+            let _ = shared.inbox.send(leave);
+        }
         shared.emit(ServerEvent::Disconnected {
             id: conn.id,
             peer: conn.peer,
