@@ -155,8 +155,12 @@ fn a_taken_name_is_an_error_and_the_replay_goes_on() {
     let server = start(config());
     let old = named(server.local_addr(), "carol");
     let key = old.welcome().key.clone();
+    let mut thief = joined(server.local_addr());
     drop(old);
-    let _thief = named(server.local_addr(), "Carol");
+    // Once carol is gone, somebody else takes the name.
+    thief.event_starting("LEAVE ");
+    thief.line("/nick Carol");
+    assert_eq!(thief.reply(), "OK nick Carol");
 
     let mut new = joined(server.local_addr());
     let (replies, events, last) = resume(&mut new, &format!("0 {key}"));
