@@ -195,9 +195,10 @@ fn the_client_answers_server_pings() {
     assert!(client.list().is_ok());
 }
 
-#[test]
-fn requests_time_out_when_the_server_does_not_answer() {
-    // A "server" that says WELCOME and then nothing at all.
+/// A "server" that says WELCOME and then nothing ever again. It swallows
+/// what the client says until the client goes away, and tells whether the
+/// client's keepalive pinged it.
+fn mute_server() -> (SocketAddr, thread::JoinHandle<bool>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let mute = thread::spawn(move || {
@@ -205,10 +206,19 @@ fn requests_time_out_when_the_server_does_not_answer() {
         stream
             .write_all(b"WELCOME 1 guest-1 2026-11-22T10:00:05.123Z 00ff e1 hi\n")
             .unwrap();
-        // Swallow what the client says until it goes away.
         let mut lines = BufReader::new(stream).lines();
-        while let Some(Ok(_)) = lines.next() {}
+        let mut pinged = false;
+        while let Some(Ok(line)) = lines.next() {
+            pinged |= line.starts_with("/ping keepalive-");
+        }
+        pinged
     });
+    (addr, mute)
+}
+
+#[test]
+fn requests_time_out_when_the_server_does_not_answer() {
+    let (addr, mute) = mute_server();
     let timeout = Duration::from_millis(300);
     let client = Client::with_config(
         addr,
@@ -229,22 +239,8 @@ fn requests_time_out_when_the_server_does_not_answer() {
 
 #[test]
 fn a_server_gone_silent_is_noticed_by_the_keepalive() {
-    // A "server" that says WELCOME, then nothing ever again (a dead peer
-    // behind a connection that was never closed).
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mute = thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        stream
-            .write_all(b"WELCOME 1 guest-1 2026-11-22T10:00:05.123Z 00ff e1 hi\n")
-            .unwrap();
-        let mut lines = BufReader::new(stream).lines();
-        let mut pinged = false;
-        while let Some(Ok(line)) = lines.next() {
-            pinged |= line.starts_with("/ping keepalive-");
-        }
-        pinged
-    });
+    // A dead peer behind a connection that was never closed.
+    let (addr, mute) = mute_server();
     let client = Client::with_config(
         addr,
         ClientConfig {
