@@ -35,6 +35,9 @@ use std::io::{self, ErrorKind, Read};
 /// small enough that thousands of idle connections cost little.
 const READ_CHUNK: usize = 4096;
 
+/// The most a payload buffer grows ahead of the bytes that have arrived.
+const PAYLOAD_CHUNK: usize = 64 * 1024;
+
 /// One frame handed out by [`FrameReader::read_line`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame<'a> {
@@ -145,10 +148,24 @@ impl<R: Read> FrameReader<R> {
         let from_buffer = len.min(self.end - self.start);
         out.extend_from_slice(&self.buf[self.start..self.start + from_buffer]);
         self.start += from_buffer;
-        if from_buffer < len {
-            // Read the rest straight into `out`: no second copy.
-            out.resize(len, 0);
-            self.inner.read_exact(&mut out[from_buffer..])?;
+        // Read the rest straight into `out` (no second copy), growing it as
+        // bytes arrive: a client that declares a large LEN and then sends
+        // nothing must not make us set aside LEN bytes up front.
+        while out.len() < len {
+            let start = out.len();
+            out.resize(start + (len - start).min(PAYLOAD_CHUNK), 0);
+            match self.inner.read(&mut out[start..]) {
+                Ok(0) => {
+                    out.truncate(start);
+                    return Err(ErrorKind::UnexpectedEof.into());
+                }
+                Ok(n) => out.truncate(start + n),
+                Err(e) if e.kind() == ErrorKind::Interrupted => out.truncate(start),
+                Err(e) => {
+                    out.truncate(start);
+                    return Err(e);
+                }
+            }
         }
         Ok(())
     }
@@ -248,6 +265,22 @@ mod tests {
             self.data = &self.data[n..];
             Ok(n)
         }
+    }
+
+    #[test]
+    fn a_declared_payload_is_not_allocated_before_it_arrives() {
+        let data = b"only a few bytes";
+        let mut r = FrameReader::new(Trickle { data, step: 3 }, 64);
+        let mut out = Vec::new();
+        let len = 100 * 1024 * 1024;
+        let err = r.read_payload(len, &mut out).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::UnexpectedEof);
+        assert_eq!(out, data);
+        assert!(out.capacity() < 1024 * 1024, "{}", out.capacity());
+
+        let mut r = FrameReader::new(Trickle { data, step: 5 }, 64);
+        r.read_payload(data.len(), &mut out).unwrap();
+        assert_eq!(out, data);
     }
 
     fn lines(data: &[u8], max_line: usize, step: usize) -> Vec<Result<Vec<u8>, &'static str>> {
