@@ -40,7 +40,7 @@ use super::config::ClientConfig;
 use super::error::ClientError;
 use super::event::{Closed, Event};
 use super::merge::Merge;
-use super::requests::{NickMode, Pending, Route, route};
+use super::requests::{self, NickMode, Pending, Route, route};
 use crate::protocol::{Command, ErrorCode, Frame, FrameReader, Reason, ServerLine};
 use crate::silence::SilenceWatch;
 use bytes::Bytes;
@@ -192,7 +192,7 @@ impl Inner {
             );
         }
         if let Some(p) = pending {
-            o.pending.push_back(p);
+            requests::enqueue(&mut o.pending, p);
         }
         Ok(())
     }
@@ -647,7 +647,7 @@ impl<'a> Connection<'a> {
             ServerLine::Ping(token) => {
                 let _ =
                     self.inner
-                        .send(self.link, &Command::Pong(token), None, Some(Pending::Quiet));
+                        .send(self.link, &Command::Pong(token), None, Some(Pending::QUIET));
                 self.emit_reply(line);
             }
             ServerLine::Bye(reason) => {
@@ -722,7 +722,7 @@ impl<'a> Connection<'a> {
             _ => Ok(()),
         };
         match pending {
-            Pending::Quiet | Pending::Passthrough => self.emit_reply(line),
+            Pending::Quiet { .. } | Pending::Passthrough => self.emit_reply(line),
             Pending::List(reply) => {
                 let result = match line {
                     ServerLine::Users { names } => {

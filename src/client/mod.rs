@@ -182,7 +182,7 @@ impl Client {
         if text.is_empty() {
             return Err(ClientError::Unsupported("an empty line says nothing"));
         }
-        self.send(&Command::Say(text), None, Pending::Quiet)
+        self.send(&Command::Say(text), None, Pending::QUIET)
     }
 
     /// Broadcasts raw bytes (`/send`; everyone gets `DATA`).
@@ -190,7 +190,7 @@ impl Client {
         let command = Command::Send {
             len: bytes.len() as u64,
         };
-        self.send(&command, Some(bytes), Pending::Quiet)
+        self.send(&command, Some(bytes), Pending::QUIET)
     }
 
     /// Serialises `value` as JSON and broadcasts it as a payload.
@@ -290,7 +290,7 @@ impl Client {
             Command::Resume { .. } | Command::Auth(_) => Err(ClientError::Unsupported(
                 "the client resumes and authenticates by itself",
             )),
-            Command::Pong(_) => self.send(&command, None, Pending::Quiet),
+            Command::Pong(_) => self.send(&command, None, Pending::QUIET),
             _ => self.send(&command, None, Pending::Passthrough),
         }
     }

@@ -10,7 +10,9 @@
 //!   `USERS`, `/ping T` → `PONG T`, `/nick N` → `OK nick N`…);
 //! * some get nothing unless something is wrong (a chat line, `/send`,
 //!   `/pong`): if the next reply is not an `ERR` one of them can produce,
-//!   they got nothing, and leave the queue;
+//!   they got nothing, and leave the queue. A run of them is one entry
+//!   with a count ([`enqueue`]), so a client that only ever talks keeps a
+//!   queue of one entry, not one per line;
 //! * `/resume` may get `ERR resume-gap` or `ERR nick-taken` *and then* its
 //!   `OK resume`.
 //!
@@ -35,8 +37,9 @@ const ANY_LINE: [ErrorCode; 5] = [
 /// A command waiting for its reply.
 #[derive(Debug)]
 pub(crate) enum Pending {
-    /// A chat line, `/send`, `/pong`: no reply unless an `ERR`.
-    Quiet,
+    /// `count` chat lines, `/send`s, `/pong`s in a row: no reply unless
+    /// an `ERR`. Make one with [`Pending::QUIET`].
+    Quiet { count: u64 },
     /// A line the application passed through as it is: its reply goes out
     /// as events.
     Passthrough,
@@ -102,9 +105,12 @@ pub(crate) enum Route {
 }
 
 impl Pending {
+    /// One quiet command.
+    pub(crate) const QUIET: Pending = Pending::Quiet { count: 1 };
+
     /// Whether this command may get no reply at all.
     fn may_stay_silent(&self) -> bool {
-        matches!(self, Pending::Quiet)
+        matches!(self, Pending::Quiet { .. })
     }
 
     /// Whether `line` is (part of) this command's reply.
@@ -115,7 +121,7 @@ impl Pending {
             _ => false,
         };
         match self {
-            Pending::Quiet => yes(err_in(&[])),
+            Pending::Quiet { .. } => yes(err_in(&[])),
             Pending::Passthrough => match line {
                 ServerLine::Help(_) => Accept::More,
                 ServerLine::Ok { .. }
@@ -151,11 +157,28 @@ impl Pending {
     }
 }
 
+/// Adds a command sent to the back of the queue; a quiet one joins the
+/// run of quiet ones already there.
+pub(crate) fn enqueue(queue: &mut VecDeque<Pending>, pending: Pending) {
+    match (queue.back_mut(), pending) {
+        (Some(Pending::Quiet { count }), Pending::Quiet { count: more }) => *count += more,
+        (_, pending) => queue.push_back(pending),
+    }
+}
+
 /// Finds the command `line` answers, dropping the silent commands it
 /// passes over.
 pub(crate) fn route(queue: &mut VecDeque<Pending>, line: &ServerLine<'_>) -> Route {
-    while let Some(front) = queue.front() {
+    while let Some(front) = queue.front_mut() {
         match front.accepts(line) {
+            // The oldest of a run of quiet commands takes the `ERR`; the
+            // rest of the run stays.
+            Accept::Last if matches!(front, Pending::Quiet { count } if *count > 1) => {
+                if let Pending::Quiet { count } = front {
+                    *count -= 1;
+                }
+                return Route::Done(Pending::QUIET);
+            }
             Accept::Last => return Route::Done(queue.pop_front().expect("front exists")),
             Accept::More => return Route::Partial,
             Accept::No if front.may_stay_silent() => {
@@ -179,7 +202,7 @@ mod tests {
         queue
             .iter()
             .map(|p| match p {
-                Pending::Quiet => "quiet",
+                Pending::Quiet { .. } => "quiet",
                 Pending::List(_) => "list",
                 Pending::Ping { .. } => "ping",
                 Pending::Resume { .. } => "resume",
@@ -191,7 +214,11 @@ mod tests {
     #[test]
     fn silent_commands_are_passed_over() {
         let (tx, _rx) = crossbeam_channel::bounded(1);
-        let mut q = VecDeque::from([Pending::Quiet, Pending::Quiet, Pending::List(tx)]);
+        let mut q = VecDeque::new();
+        enqueue(&mut q, Pending::QUIET);
+        enqueue(&mut q, Pending::QUIET);
+        enqueue(&mut q, Pending::List(tx));
+        assert_eq!(kinds(&q), ["quiet", "list"]);
         let users = parse("USERS 1 a");
         assert!(matches!(
             route(&mut q, &users),
@@ -203,10 +230,28 @@ mod tests {
     #[test]
     fn an_error_of_a_chat_line_stays_with_it() {
         let (tx, _rx) = crossbeam_channel::bounded(1);
-        let mut q = VecDeque::from([Pending::Quiet, Pending::List(tx)]);
+        let mut q = VecDeque::from([Pending::Quiet { count: 2 }, Pending::List(tx)]);
         let err = parse("ERR rate-limited slow down");
-        assert!(matches!(route(&mut q, &err), Route::Done(Pending::Quiet)));
+        assert!(matches!(
+            route(&mut q, &err),
+            Route::Done(Pending::Quiet { count: 1 })
+        ));
+        assert!(matches!(q.front(), Some(Pending::Quiet { count: 1 })));
+        assert!(matches!(route(&mut q, &err), Route::Done(_)));
         assert_eq!(kinds(&q), ["list"]);
+    }
+
+    #[test]
+    fn a_client_that_only_talks_keeps_one_entry() {
+        let mut q = VecDeque::new();
+        for _ in 0..1_000_000 {
+            enqueue(&mut q, Pending::QUIET);
+        }
+        assert_eq!(q.len(), 1);
+        assert!(matches!(
+            q.front(),
+            Some(Pending::Quiet { count: 1_000_000 })
+        ));
     }
 
     #[test]
@@ -228,7 +273,7 @@ mod tests {
                 keyed: false,
                 handshake: true,
             },
-            Pending::Quiet,
+            Pending::QUIET,
         ]);
         assert!(matches!(
             route(&mut q, &parse("ERR nick-taken x")),
