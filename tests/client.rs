@@ -534,3 +534,32 @@ fn connect_errors_are_reported() {
         "{err:?}"
     );
 }
+
+#[test]
+fn a_redundant_client_delivers_its_own_join_however_its_links_race() {
+    // Both links connect at once; whichever the client hears from first,
+    // the stream must not start past the first link's own JOIN.
+    let server = start(config());
+    for _ in 0..100 {
+        let client = Client::with_config(
+            server.local_addr(),
+            ClientConfig {
+                redundant: true,
+                ..fast()
+            },
+        )
+        .unwrap();
+        let mut first_link = None;
+        let mut joins = Vec::new();
+        events_until(&client, |e| {
+            match e {
+                Event::Welcome { link: 0, name, .. } => first_link = Some(name.clone()),
+                Event::Join { name, .. } => joins.push(name.clone()),
+                _ => {}
+            }
+            joins.len() == 2
+        });
+        let first_link = first_link.expect("no WELCOME for link 0");
+        assert!(joins.contains(&first_link), "{first_link} not in {joins:?}");
+    }
+}

@@ -116,7 +116,7 @@ impl Inner {
             addrs,
             events,
             core: Mutex::new(Core {
-                merge: Merge::default(),
+                merge: Merge::new(n),
                 name,
                 holder: None,
                 holder_key: None,
@@ -130,6 +130,16 @@ impl Inner {
             stop_rx,
             alive: AtomicUsize::new(n),
             tokens: AtomicU64::new(0),
+        }
+    }
+
+    /// Tells the merge that `link` is down (see `Merge::link_lost`).
+    fn link_lost(&self, link: usize) {
+        let mut core = self.core.lock();
+        let mut out = Vec::new();
+        core.merge.link_lost(link, &mut out);
+        for event in out {
+            self.emit(event);
         }
     }
 
@@ -316,6 +326,8 @@ pub(crate) fn run(inner: Arc<Inner>, link: usize, mut first: Option<TcpStream>) 
                 bye: None,
             },
         };
+        // Whatever happened, the merge need not wait for this link.
+        inner.link_lost(link);
         match ending {
             Ending::Fatal(why) => {
                 inner.close(why);
@@ -501,7 +513,7 @@ impl<'a> Connection<'a> {
         // Decide, under the core lock, what this connection must do.
         let (resume, nick) = {
             let mut core = self.inner.core.lock();
-            if let Some(gap) = core.merge.welcome(epoch) {
+            if let Some(gap) = core.merge.welcome(epoch, self.link) {
                 // A new server run: old keys mean nothing there.
                 core.holder_key = None;
                 self.inner.emit(Event::Gap(gap));
@@ -666,7 +678,7 @@ impl<'a> Connection<'a> {
             return; // from a server run we have moved on from
         }
         let mut out = Vec::new();
-        core.merge.offer(event, &mut out);
+        core.merge.offer(event, self.link, &mut out);
         for event in out {
             self.inner.emit(event);
         }

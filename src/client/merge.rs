@@ -13,29 +13,59 @@
 //!   missing events arrive (a `/resume` replay fills the hole) or the
 //!   server says they are gone ([`Merge::lost_before`]).
 //!
+//! Where does the stream start? A redundant client's two links join one
+//! after the other, and each receives events from its own `JOIN` on. Had
+//! the stream started with whichever event came first, the second link's
+//! could win, and the first link's own `JOIN` (and whatever came before the
+//! second `JOIN`) would look like duplicates and vanish. So until every
+//! link welcomed in this server run has offered its first event (or been
+//! lost), events are held; then the stream starts at the lowest SEQ on
+//! hand.
+//!
 //! SEQs mean something only within one run of the server, named by its
 //! epoch ([`Merge::welcome`]). Pure logic, no I/O: unit-tested below.
 
 use super::event::{Event, Gap};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Merge {
     /// The server run the SEQs belong to.
     epoch: Option<String>,
     /// The next SEQ to deliver; `None` until the first event.
     next: Option<u64>,
-    /// Events that arrived ahead of a hole.
+    /// Events that arrived ahead of a hole (or before the stream started).
     held: BTreeMap<u64, Event>,
+    /// Before the stream starts: the links welcomed in this run that have
+    /// not offered an event yet.
+    waiting: BTreeSet<usize>,
 }
 
 impl Merge {
+    /// A merge for a client of `links` links. The stream's start waits
+    /// for all of them: they are all connecting.
+    pub(crate) fn new(links: usize) -> Self {
+        Merge {
+            epoch: None,
+            next: None,
+            held: BTreeMap::new(),
+            waiting: (0..links).collect(),
+        }
+    }
+
     /// A connection was welcomed by the server run `epoch`. When that is
     /// a new run, the old SEQs mean nothing any more: start over, and
     /// report what was lost.
-    pub(crate) fn welcome(&mut self, epoch: &str) -> Option<Gap> {
+    pub(crate) fn welcome(&mut self, epoch: &str, link: usize) -> Option<Gap> {
         if self.epoch.as_deref() == Some(epoch) {
+            if self.next.is_none() {
+                self.waiting.insert(link);
+            }
             return None;
+        }
+        if self.epoch.is_some() {
+            // A restart: only this link is known to be in the new run.
+            self.waiting = BTreeSet::from([link]);
         }
         let previous = self.epoch.replace(epoch.to_string());
         let last = self.last();
@@ -56,14 +86,36 @@ impl Merge {
         self.next.map(|n| n - 1)
     }
 
-    /// Offers one broadcast event (of the current epoch); appends to `out`
-    /// whatever can now be delivered, in order.
-    pub(crate) fn offer(&mut self, event: Event, out: &mut Vec<Event>) {
+    /// A link's connection is lost: the stream need not wait for it to
+    /// start.
+    pub(crate) fn link_lost(&mut self, link: usize, out: &mut Vec<Event>) {
+        if self.next.is_none() && self.waiting.remove(&link) {
+            self.start(out);
+        }
+    }
+
+    /// Starts the stream if no link is waited for and something is held.
+    fn start(&mut self, out: &mut Vec<Event>) {
+        if self.waiting.is_empty()
+            && let Some(&first) = self.held.keys().next()
+        {
+            self.next = Some(first);
+            self.release(out);
+        }
+    }
+
+    /// Offers one broadcast event (of the current epoch) received on
+    /// `link`; appends to `out` whatever can now be delivered, in order.
+    pub(crate) fn offer(&mut self, event: Event, link: usize, out: &mut Vec<Event>) {
         let Some(seq) = event.seq() else {
             return;
         };
-        // The first event ever starts the stream.
-        let next = *self.next.get_or_insert(seq);
+        let Some(next) = self.next else {
+            self.held.entry(seq).or_insert(event);
+            self.waiting.remove(&link);
+            self.start(out);
+            return;
+        };
         if seq < next {
             return;
         }
@@ -148,37 +200,68 @@ mod tests {
 
     #[test]
     fn duplicates_are_dropped_and_order_is_restored() {
-        let mut m = Merge::default();
-        assert_eq!(m.welcome("e1"), None);
+        let mut m = Merge::new(1);
+        assert_eq!(m.welcome("e1", 0), None);
         let mut out = Vec::new();
         for seq in [5, 6, 6, 9, 8, 5, 7, 10] {
-            m.offer(msg(seq), &mut out);
+            m.offer(msg(seq), 0, &mut out);
         }
         assert_eq!(seqs(&out), ["5", "6", "7", "8", "9", "10"]);
         assert_eq!(m.last(), Some(10));
     }
 
     #[test]
-    fn a_resume_gap_is_reported_once() {
-        let mut m = Merge::default();
-        m.welcome("e1");
+    fn the_second_link_cannot_start_the_stream_ahead_of_the_first() {
+        let mut m = Merge::new(2);
         let mut out = Vec::new();
-        m.offer(msg(1), &mut out);
-        m.offer(msg(7), &mut out); // live, ahead of the hole
+        // Link 1 joined at 21, after link 0; but its WELCOME and events are
+        // handled before link 0's.
+        m.welcome("e1", 1);
+        m.offer(msg(21), 1, &mut out);
+        m.offer(msg(22), 1, &mut out);
+        m.welcome("e1", 0);
+        assert!(out.is_empty());
+        for seq in [20, 21, 22, 23] {
+            m.offer(msg(seq), 0, &mut out);
+        }
+        m.offer(msg(23), 1, &mut out);
+        assert_eq!(seqs(&out), ["20", "21", "22", "23"]);
+    }
+
+    #[test]
+    fn a_link_lost_before_its_first_event_is_not_waited_for() {
+        let mut m = Merge::new(2);
+        m.welcome("e1", 1);
+        let mut out = Vec::new();
+        m.offer(msg(21), 1, &mut out);
+        assert!(out.is_empty());
+        // Link 0 never got through.
+        m.link_lost(0, &mut out);
+        m.offer(msg(22), 1, &mut out);
+        assert_eq!(seqs(&out), ["21", "22"]);
+    }
+
+    #[test]
+    fn a_resume_gap_is_reported_once() {
+        let mut m = Merge::new(1);
+        m.welcome("e1", 0);
+        let mut out = Vec::new();
+        m.offer(msg(1), 0, &mut out);
+        m.offer(msg(7), 0, &mut out); // live, ahead of the hole
         m.lost_before(5, &mut out); // ERR resume-gap 5
-        m.offer(msg(5), &mut out);
-        m.offer(msg(6), &mut out);
+        m.offer(msg(5), 0, &mut out);
+        m.offer(msg(6), 0, &mut out);
         assert_eq!(seqs(&out), ["1", "gap 2-4", "5", "6", "7"]);
     }
 
     #[test]
     fn a_hole_left_after_a_replay_is_a_gap() {
-        let mut m = Merge::default();
-        m.welcome("e1");
+        let mut m = Merge::new(1);
+        m.welcome("e1", 0);
         let mut out = Vec::new();
-        m.offer(msg(1), &mut out);
-        m.offer(msg(4), &mut out);
-        m.offer(msg(6), &mut out);
+        m.offer(msg(1), 0, &mut out);
+        m.offer(msg(4), 0, &mut out);
+        m.offer(msg(6), 0, &mut out);
         m.replayed_up_to(6, &mut out);
         assert_eq!(seqs(&out), ["1", "gap 2-3", "4", "gap 5-5", "6"]);
         m.replayed_up_to(6, &mut out);
@@ -187,14 +270,14 @@ mod tests {
 
     #[test]
     fn a_new_epoch_starts_over_with_a_restart_gap() {
-        let mut m = Merge::default();
-        m.welcome("e1");
+        let mut m = Merge::new(1);
+        m.welcome("e1", 0);
         let mut out = Vec::new();
-        m.offer(msg(41), &mut out);
-        m.offer(msg(43), &mut out);
-        assert_eq!(m.welcome("e1"), None);
-        assert_eq!(m.welcome("e2"), Some(Gap::Restarted { after: 41 }));
-        m.offer(msg(1), &mut out);
+        m.offer(msg(41), 0, &mut out);
+        m.offer(msg(43), 0, &mut out);
+        assert_eq!(m.welcome("e1", 0), None);
+        assert_eq!(m.welcome("e2", 0), Some(Gap::Restarted { after: 41 }));
+        m.offer(msg(1), 0, &mut out);
         assert_eq!(seqs(&out), ["41", "1"]);
         assert_eq!(m.epoch(), Some("e2"));
     }
