@@ -563,3 +563,50 @@ fn a_redundant_client_delivers_its_own_join_however_its_links_race() {
         assert!(joins.contains(&first_link), "{first_link} not in {joins:?}");
     }
 }
+
+#[test]
+fn an_event_too_big_to_read_is_a_gap_and_the_stream_goes_on() {
+    let server = start(config());
+    let client = Client::with_config(
+        server.local_addr(),
+        ClientConfig {
+            max_line: 200,
+            max_payload: 100,
+            ..fast()
+        },
+    )
+    .unwrap();
+    events_until(&client, |e| matches!(e, Event::Join { .. }));
+
+    // A notification longer than the client's line limit, then one that fits.
+    server.notify(&"x".repeat(500)).unwrap();
+    server.notify("fits").unwrap();
+    let events = events_until(
+        &client,
+        |e| matches!(e, Event::Tick { text, .. } if text == "fits"),
+    );
+    let gap = events.iter().find_map(|e| match e {
+        Event::Gap(Gap::Unreadable { seq }) => Some(*seq),
+        _ => None,
+    });
+    let tick = events.last().unwrap().seq().unwrap();
+    assert_eq!(gap, Some(tick - 1), "{events:?}");
+    assert!(events.iter().any(|e| matches!(e, Event::Unreadable { .. })));
+
+    // A payload over the client's limit: skipped, not a reason to disconnect.
+    let mut sender = joined(server.local_addr());
+    sender.send(format!("/send 1000\n{}\n", "y".repeat(1000)));
+    sender.line("after");
+    let events = events_until(&client, |e| msg_text(e) == Some("after"));
+    let after = events.last().unwrap().seq().unwrap();
+    assert!(
+        events.contains(&Event::Gap(Gap::Unreadable { seq: after - 1 })),
+        "{events:?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, Event::Disconnected { .. })),
+        "{events:?}"
+    );
+}

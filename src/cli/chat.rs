@@ -254,6 +254,9 @@ impl Printer {
                 self.gap_since_loss = true;
                 format!("! the server restarted: whatever came after event {after} is lost")
             }
+            Event::Gap(Gap::Unreadable { seq }) => {
+                format!("! event {seq} could not be read (see above)")
+            }
             Event::Unreadable { error, .. } => format!("! unreadable: {error}"),
             Event::Closed(why) => format!("* closed: {why}"),
             // Answered by the client itself; nothing to say.

@@ -24,6 +24,14 @@ pub enum Gap {
         /// The last SEQ delivered from the previous run.
         after: u64,
     },
+    /// Broadcast event `seq` arrived but could not be read: longer than
+    /// [`ClientConfig::max_line`](super::ClientConfig::max_line), a payload
+    /// over [`ClientConfig::max_payload`](super::ClientConfig::max_payload),
+    /// or not a valid line. An [`Event::Unreadable`] said why.
+    Unreadable {
+        /// The SEQ of the event.
+        seq: u64,
+    },
 }
 
 /// Why the client stopped for good.

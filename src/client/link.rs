@@ -475,7 +475,7 @@ impl<'a> Connection<'a> {
     fn greet(&mut self, reader: &mut FrameReader<SilenceWatch<Pinger>>) -> Result<(), String> {
         let line = match reader.read_line() {
             Ok(Some(Frame::Line(line))) => String::from_utf8_lossy(line).into_owned(),
-            Ok(Some(Frame::TooLong)) => return Err("the first line is too long".into()),
+            Ok(Some(Frame::TooLong(_))) => return Err("the first line is too long".into()),
             Ok(None) => return Err("the server closed the connection".into()),
             Err(e) => return Err(e.to_string()),
         };
@@ -586,24 +586,21 @@ impl<'a> Connection<'a> {
         loop {
             // Own the line, so that the reader is free again (a DATA
             // payload is read from it next).
-            let frame = match reader.read_line() {
-                Ok(Some(Frame::Line(line))) => Ok(Some(String::from_utf8_lossy(line).into_owned())),
-                Ok(Some(Frame::TooLong)) => Ok(None),
-                Ok(None) => return "the server closed the connection".into(),
-                Err(e) => Err(e),
-            };
-            let line = match frame {
-                Ok(Some(line)) => line,
-                Ok(None) => {
-                    self.inner.emit(Event::Unreadable {
-                        link: self.link,
-                        error: format!(
-                            "a line longer than {} bytes was skipped",
-                            self.inner.config.max_line
-                        ),
-                    });
+            let max_line = self.inner.config.max_line;
+            let read = reader.read_line().map(|frame| match frame {
+                Some(Frame::Line(line)) => Some(Ok(String::from_utf8_lossy(line).into_owned())),
+                // Too long: all we keep is the SEQ, if it is a broadcast.
+                Some(Frame::TooLong(head)) => Some(Err(ServerLine::broadcast_seq(head))),
+                None => None,
+            });
+            let line = match read {
+                Ok(Some(Ok(line))) => line,
+                Ok(Some(Err(seq))) => {
+                    let error = format!("a line longer than {max_line} bytes was skipped");
+                    self.unreadable(seq, error);
                     continue;
                 }
+                Ok(None) => return "the server closed the connection".into(),
                 Err(e) if reader.get_ref().expired() => {
                     return format!("no sign of life from the server ({e})");
                 }
@@ -612,29 +609,34 @@ impl<'a> Connection<'a> {
             let parsed = match ServerLine::parse(&line) {
                 Ok(parsed) => parsed,
                 Err(e) => {
-                    self.inner.emit(Event::Unreadable {
-                        link: self.link,
-                        error: format!("{e}: {line:?}"),
-                    });
+                    let seq = ServerLine::broadcast_seq(line.as_bytes());
+                    self.unreadable(seq, format!("{e}: {line:?}"));
                     continue;
                 }
             };
             let mut bytes = Bytes::new();
-            if let ServerLine::Data { len, .. } = parsed {
-                if len > self.inner.config.max_payload {
-                    return format!(
-                        "a payload of {len} bytes is over the client's limit of {}",
-                        self.inner.config.max_payload
-                    );
-                }
-                // `len` is within max_payload, which fits in memory.
-                if let Err(e) = reader.read_payload(len as usize, &mut payload) {
+            if let ServerLine::Data { seq, len, .. } = parsed {
+                let too_big = len > self.inner.config.max_payload;
+                // `len` is within max_payload, which fits in memory; a
+                // payload over it is skipped, keeping the framing.
+                let read = if too_big {
+                    reader.skip_payload(len)
+                } else {
+                    reader.read_payload(len as usize, &mut payload)
+                };
+                if let Err(e) = read {
                     return e.to_string();
                 }
                 match reader.read_payload_end() {
                     Ok(true) => {}
                     Ok(false) => return "a payload was not followed by a newline".into(),
                     Err(e) => return e.to_string(),
+                }
+                if too_big {
+                    let limit = self.inner.config.max_payload;
+                    let error = format!("a payload of {len} bytes is over the limit of {limit}");
+                    self.unreadable(Some(seq), error);
+                    continue;
                 }
                 bytes = Bytes::from(std::mem::take(&mut payload));
             }
@@ -667,6 +669,28 @@ impl<'a> Connection<'a> {
                 self.emit_reply(line);
             }
             _ => self.reply(line),
+        }
+    }
+
+    /// A line that could not be read: say so, and if it was broadcast
+    /// event `seq`, let it take its place in the stream as a gap (or the
+    /// events after it would wait for it forever).
+    fn unreadable(&self, seq: Option<u64>, error: String) {
+        self.inner.emit(Event::Unreadable {
+            link: self.link,
+            error,
+        });
+        let Some(seq) = seq else {
+            return;
+        };
+        let mut core = self.inner.core.lock();
+        if core.merge.epoch() != Some(self.epoch.as_str()) {
+            return;
+        }
+        let mut out = Vec::new();
+        core.merge.unreadable(seq, self.link, &mut out);
+        for event in out {
+            self.inner.emit(event);
         }
     }
 

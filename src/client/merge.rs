@@ -107,9 +107,21 @@ impl Merge {
     /// Offers one broadcast event (of the current epoch) received on
     /// `link`; appends to `out` whatever can now be delivered, in order.
     pub(crate) fn offer(&mut self, event: Event, link: usize, out: &mut Vec<Event>) {
-        let Some(seq) = event.seq() else {
-            return;
-        };
+        if let Some(seq) = event.seq() {
+            self.place(seq, event, link, out);
+        }
+    }
+
+    /// Broadcast event `seq` arrived on `link` but could not be read: it
+    /// takes its place in the stream as a [`Gap::Unreadable`], so that the
+    /// events after it are not held back waiting for it.
+    pub(crate) fn unreadable(&mut self, seq: u64, link: usize, out: &mut Vec<Event>) {
+        self.place(seq, Event::Gap(Gap::Unreadable { seq }), link, out);
+    }
+
+    /// Puts the event for `seq` in its place: out now, held, or dropped
+    /// as already delivered.
+    fn place(&mut self, seq: u64, event: Event, link: usize, out: &mut Vec<Event>) {
         let Some(next) = self.next else {
             self.held.entry(seq).or_insert(event);
             self.waiting.remove(&link);
@@ -193,6 +205,7 @@ mod tests {
             .map(|e| match e {
                 Event::Gap(Gap::Expired { first, last }) => format!("gap {first}-{last}"),
                 Event::Gap(Gap::Restarted { after }) => format!("restart after {after}"),
+                Event::Gap(Gap::Unreadable { seq }) => format!("unreadable {seq}"),
                 e => e.seq().unwrap().to_string(),
             })
             .collect()
@@ -239,6 +252,18 @@ mod tests {
         m.link_lost(0, &mut out);
         m.offer(msg(22), 1, &mut out);
         assert_eq!(seqs(&out), ["21", "22"]);
+    }
+
+    #[test]
+    fn an_unreadable_event_is_a_gap_in_its_place() {
+        let mut m = Merge::new(1);
+        m.welcome("e1", 0);
+        let mut out = Vec::new();
+        m.offer(msg(1), 0, &mut out);
+        m.unreadable(2, 0, &mut out);
+        m.offer(msg(3), 0, &mut out);
+        m.unreadable(3, 0, &mut out); // already delivered: ignored
+        assert_eq!(seqs(&out), ["1", "unreadable 2", "3"]);
     }
 
     #[test]

@@ -58,7 +58,10 @@
 //!   many connections, they arrive by;
 //! * **a loss is never silent**: if the server's history no longer reaches
 //!   back far enough, or the server restarted, an [`Event::Gap`] says
-//!   which SEQs are gone, in its place in the stream.
+//!   which SEQs are gone, in its place in the stream. So does an event
+//!   this client cannot read (over [`ClientConfig::max_line`] or
+//!   [`ClientConfig::max_payload`]): it becomes [`Gap::Unreadable`] and
+//!   the events after it flow on.
 //!
 //! What is *not* guaranteed: a line the application sent just before the
 //! connection dropped may or may not have reached the server (the call

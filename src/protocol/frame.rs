@@ -43,10 +43,12 @@ const PAYLOAD_CHUNK: usize = 64 * 1024;
 pub enum Frame<'a> {
     /// A complete line, without its LF and without a CR right before it.
     Line(&'a [u8]),
-    /// A line longer than the limit. Reported once per line, as soon as
-    /// the reader knows; the rest of the line, up to its LF, is discarded
-    /// without being buffered.
-    TooLong,
+    /// A line longer than the limit, with the start of it that the reader
+    /// held (at least the first `max_line` bytes; enough, say, to tell a
+    /// broadcast's SEQ). Reported once per line, as soon as the reader
+    /// knows; the rest of the line, up to its LF, is discarded without
+    /// being buffered.
+    TooLong(&'a [u8]),
 }
 
 /// Reads [`Frame`]s out of any byte source; see the [module docs](self).
@@ -110,7 +112,8 @@ impl<R: Read> FrameReader<R> {
                     continue;
                 }
                 if len > self.max_line {
-                    return Ok(Some(Frame::TooLong));
+                    let head = &self.buf[line_start..line_start + len];
+                    return Ok(Some(Frame::TooLong(head)));
                 }
                 break (line_start, len);
             }
@@ -121,10 +124,11 @@ impl<R: Read> FrameReader<R> {
             } else if unread.len() > self.max_line + 1 {
                 // More than a full line plus a possible CR and still no
                 // LF: this line is too long whatever comes next.
+                let head = self.start..self.end;
                 self.start = self.end;
                 self.scanned = 0;
                 self.discarding = true;
-                return Ok(Some(Frame::TooLong));
+                return Ok(Some(Frame::TooLong(&self.buf[head])));
             } else {
                 self.scanned = unread.len();
             }
@@ -289,7 +293,10 @@ mod tests {
         loop {
             match r.read_line() {
                 Ok(Some(Frame::Line(l))) => out.push(Ok(l.to_vec())),
-                Ok(Some(Frame::TooLong)) => out.push(Err("too long")),
+                Ok(Some(Frame::TooLong(head))) => {
+                    assert!(head.len() > max_line);
+                    out.push(Err("too long"))
+                }
                 Ok(None) => return out,
                 Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
                     out.push(Err("eof"));
@@ -338,7 +345,10 @@ mod tests {
             },
             16,
         );
-        assert_eq!(r.read_line().unwrap(), Some(Frame::TooLong));
+        match r.read_line().unwrap() {
+            Some(Frame::TooLong(head)) => assert!(head.len() > 16 && head.starts_with(b"xxx")),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(r.read_line().unwrap(), Some(Frame::Line(b"after")));
         assert!(r.buf.len() <= 4096, "buffer grew to {}", r.buf.len());
         assert_eq!(r.read_line().unwrap(), None);

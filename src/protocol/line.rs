@@ -211,6 +211,23 @@ impl<'a> ServerLine<'a> {
         String::from_utf8(out).expect("server lines are built from str")
     }
 
+    /// The SEQ of a broadcast line that cannot be parsed as a whole (too
+    /// long, or otherwise broken), read from its start: `VERB SEQ …` with
+    /// VERB one of the broadcast verbs. A client uses it to say exactly
+    /// which event it could not read, instead of leaving a silent hole.
+    pub fn broadcast_seq(line: &[u8]) -> Option<u64> {
+        let space = line.iter().position(|&b| b == b' ')?;
+        let (verb, rest) = (&line[..space], &line[space + 1..]);
+        if ![&b"MSG"[..], b"DATA", b"JOIN", b"NICK", b"LEAVE", b"TICK"].contains(&verb) {
+            return None;
+        }
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits == 0 || rest.get(digits) != Some(&b' ') {
+            return None;
+        }
+        std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+    }
+
     /// Parses one server line (without its line end).
     pub fn parse(line: &'a str) -> Result<ServerLine<'a>, LineError> {
         let mut f = Fields::new(line);
@@ -381,6 +398,23 @@ fn parse_number(word: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_seq_of_a_broken_broadcast_line_can_be_told() {
+        use super::ServerLine;
+        assert_eq!(ServerLine::broadcast_seq(b"TICK 42 garbage \xff"), Some(42));
+        assert_eq!(
+            ServerLine::broadcast_seq(b"DATA 7 bob 99999999999"),
+            Some(7)
+        );
+        assert_eq!(ServerLine::broadcast_seq(b"OK 42 x"), None);
+        assert_eq!(ServerLine::broadcast_seq(b"MSG x1 a"), None);
+        assert_eq!(ServerLine::broadcast_seq(b"MSG 12"), None);
+        assert_eq!(
+            ServerLine::broadcast_seq(b"MSG 99999999999999999999999 a"),
+            None
+        );
+    }
+
     use super::*;
     use std::time::{Duration, UNIX_EPOCH};
 

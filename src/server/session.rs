@@ -154,7 +154,7 @@ impl Session {
                     self.line.clear();
                     self.line.extend_from_slice(bytes);
                 }
-                Ok(Some(Frame::TooLong)) => {
+                Ok(Some(Frame::TooLong(_))) => {
                     self.too_long()?;
                     continue;
                 }
