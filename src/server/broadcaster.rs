@@ -350,6 +350,11 @@ impl Broadcaster {
         self.keys.remove(&member.conn.key);
         let reason = member.conn.reason().unwrap_or(Reason::Error);
         let name = member.name;
+        if self.shared.is_stopping() {
+            // No `LEAVE` at shutdown: everyone left is about to get
+            // `BYE shutdown` instead.
+            return Some(name);
+        }
         let seq = self
             .publish(|seq, out| {
                 ServerLine::Leave {

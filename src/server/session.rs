@@ -497,11 +497,13 @@ impl Session {
         if !(stopping && reason == Reason::Closed)
             && let Some(was_listed) = shared.registry.claim_close(conn, reason)
         {
-            if was_listed && self.joined && !stopping {
+            if was_listed && self.joined {
                 // A member: the broadcaster delivers what it is owed, says
                 // BYE (if any) as the very last line, closes, and tells
-                // the others. A client that closed on its own is owed
-                // nothing: close at once.
+                // the others (not at shutdown). A client that closed on its
+                // own is owed nothing: close at once. At shutdown the
+                // broadcaster is still running: the acceptor stops it only
+                // after every session has ended.
                 if !bye {
                     conn.close_for(reason);
                 }
