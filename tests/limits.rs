@@ -279,11 +279,12 @@ fn non_readers_are_dropped_and_healthy_clients_get_everything() {
         );
     }
     eprintln!("longest wait of the healthy client: {longest_wait:?}");
-    // The healthy client never waited long. The bound is loose on
-    // purpose (a loaded machine); a broadcaster stuck on the stalled
-    // clients would blow through it.
+    // The healthy client waited about one write timeout (505-512 ms here,
+    // also under two CPU hogs). The bound allows twice that for a loaded
+    // machine; stalls that cost one timeout each, one after the other,
+    // would pass three.
     assert!(
-        longest_wait < write_timeout * 8,
+        longest_wait < write_timeout * 2,
         "healthy client waited {longest_wait:?} for its next event"
     );
     // The stalled clients were disconnected (possibly in the middle of a

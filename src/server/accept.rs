@@ -201,7 +201,11 @@ impl Acceptor {
         let bye = [ServerLine::Bye(Reason::Shutdown).to_line()];
         let deliveries: Vec<Delivery<'_, String>> = still_open
             .iter()
-            .map(|conn| Delivery { conn, chunks: &bye })
+            .map(|conn| Delivery {
+                conn,
+                chunks: &bye,
+                last: true,
+            })
             .collect();
         deliver(&deliveries, shared.config.write_timeout);
         for conn in still_open {

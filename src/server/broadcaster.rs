@@ -101,6 +101,19 @@ struct Member {
     from_seq: u64,
 }
 
+/// A member leaving with a `BYE`: at the next flush it gets the events
+/// published before its `LEAVE`, then the `BYE`, in the same delivery as
+/// everyone else (so that a client that stopped reading costs the others
+/// one write timeout, not one more), and is closed.
+struct Leaving {
+    conn: Arc<Conn>,
+    /// As [`Member::from_seq`].
+    from_seq: u64,
+    /// The SEQ of its `LEAVE`: it gets the events before it.
+    until: u64,
+    bye: Reason,
+}
+
 pub(crate) struct Broadcaster {
     shared: Arc<Shared>,
     inbox: Receiver<Inbox>,
@@ -118,6 +131,8 @@ pub(crate) struct Broadcaster {
     batch: Vec<Bytes>,
     batch_first: u64,
     batch_bytes: usize,
+    /// Members saying goodbye at the next flush.
+    leaving: Vec<Leaving>,
 }
 
 impl Broadcaster {
@@ -135,6 +150,7 @@ impl Broadcaster {
             batch: Vec::new(),
             batch_first: 1,
             batch_bytes: 0,
+            leaving: Vec::new(),
         }
     }
 
@@ -331,30 +347,40 @@ impl Broadcaster {
     /// through this inbox before its `Leave`), then the `BYE` as its last
     /// line. Then everyone else gets the `LEAVE`.
     fn say_goodbye(&mut self, id: ClientId, bye: Option<Reason>) {
-        if let Some(reason) = bye {
-            self.flush();
-            if let Some(member) = self.members.get(&id) {
-                member
-                    .conn
-                    .send_last(ServerLine::Bye(reason).to_line().as_bytes());
-                member.conn.close_for(reason);
-            }
+        let Some((member, leave_seq)) = self.depart_member(id, true) else {
+            return;
+        };
+        if let Some(bye) = bye {
+            // At shutdown there is no `LEAVE`: it gets everything so far.
+            let until = leave_seq.unwrap_or(self.history.newest() + 1);
+            self.leaving.push(Leaving {
+                conn: member.conn,
+                from_seq: member.from_seq,
+                until,
+                bye,
+            });
         }
-        self.depart(id, true);
     }
 
     /// Removes a member and announces its `LEAVE` with the reason its
     /// connection was closed for. Returns the name it had.
     fn depart(&mut self, id: ClientId, remember_key: bool) -> Option<String> {
+        self.depart_member(id, remember_key)
+            .map(|(member, _)| member.name)
+    }
+
+    /// [`Broadcaster::depart`], returning the member and the SEQ of its
+    /// `LEAVE` (none at shutdown).
+    fn depart_member(&mut self, id: ClientId, remember_key: bool) -> Option<(Member, Option<u64>)> {
         let member = self.members.remove(&id)?;
         self.keys.remove(&member.conn.key);
         let reason = member.conn.reason().unwrap_or(Reason::Error);
-        let name = member.name;
         if self.shared.is_stopping() {
             // No `LEAVE` at shutdown: everyone left is about to get
             // `BYE shutdown` instead.
-            return Some(name);
+            return Some((member, None));
         }
+        let name = member.name.clone();
         let seq = self
             .publish(|seq, out| {
                 ServerLine::Leave {
@@ -374,10 +400,10 @@ impl Broadcaster {
         self.shared.emit(ServerEvent::Left {
             seq,
             id,
-            name: name.clone(),
+            name,
             reason,
         });
-        Some(name)
+        Some((member, Some(seq)))
     }
 
     /// Forgets departed keys once `--history` newer events have passed.
@@ -393,33 +419,65 @@ impl Broadcaster {
         }
     }
 
-    /// Writes the batch to every member; drops those that fail, and writes
-    /// their `LEAVE`s in turn.
+    /// Writes the batch to every member, and to each leaving member what
+    /// it is owed and its `BYE`, all in one delivery; drops the members
+    /// that fail, and writes their `LEAVE`s in turn.
     fn flush(&mut self) {
-        while !self.batch.is_empty() {
+        while !self.batch.is_empty() || !self.leaving.is_empty() {
             let batch = std::mem::take(&mut self.batch);
             let first = self.batch_first;
             self.batch_bytes = 0;
+            // The part of the batch from SEQ `from` to before SEQ `until`.
+            let range = |from: u64, until: u64| {
+                let index = |seq: u64| seq.saturating_sub(first).min(batch.len() as u64) as usize;
+                index(from)..index(until).max(index(from))
+            };
+            let leaving = std::mem::take(&mut self.leaving);
+            let goodbyes: Vec<Vec<Bytes>> = leaving
+                .iter()
+                .map(|l| {
+                    let mut chunks = batch[range(l.from_seq, l.until)].to_vec();
+                    chunks.push(Bytes::from(ServerLine::Bye(l.bye).to_line()));
+                    chunks
+                })
+                .collect();
             let members: Vec<&Member> = self.members.values().collect();
             let deliveries: Vec<Delivery<'_, Bytes>> = members
                 .iter()
-                .map(|m| {
-                    let skip = m.from_seq.saturating_sub(first).min(batch.len() as u64);
-                    Delivery {
-                        conn: &m.conn,
-                        chunks: &batch[skip as usize..],
-                    }
+                .map(|m| Delivery {
+                    conn: &m.conn,
+                    chunks: &batch[range(m.from_seq, u64::MAX)],
+                    last: false,
                 })
+                .chain(leaving.iter().zip(&goodbyes).map(|(l, chunks)| Delivery {
+                    conn: &l.conn,
+                    chunks,
+                    last: true,
+                }))
                 .collect();
-            let failed: Vec<(Arc<Conn>, Reason)> =
-                deliver(&deliveries, self.shared.config.write_timeout)
-                    .into_iter()
-                    .map(|(i, e)| (Arc::clone(&members[i].conn), e.reason()))
-                    .collect();
+            let failed = deliver(&deliveries, self.shared.config.write_timeout);
+            // The leaving are closed whether or not they took their `BYE`
+            // (their `LEAVE` is out already); one that did not is reset
+            // like any slow consumer.
+            for (i, l) in leaving.iter().enumerate() {
+                let stuck = failed.iter().any(|&(f, _)| f == members.len() + i);
+                l.conn
+                    .close_for(if stuck { Reason::SlowConsumer } else { l.bye });
+            }
+            let failed: Vec<(Arc<Conn>, Reason)> = failed
+                .into_iter()
+                .filter(|&(i, _)| i < members.len())
+                .map(|(i, e)| (Arc::clone(&members[i].conn), e.reason()))
+                .collect();
             for (conn, reason) in failed {
                 self.shared.close(&conn, reason);
                 self.depart(conn.id, true);
             }
+            // What arrived while this delivery waited goes out with the
+            // next one (the `LEAVE`s just published, if any): healthy
+            // clients get it in that delivery's first, non-blocking pass,
+            // instead of after one more wait on the next stalled client.
+            self.take_waiting();
         }
     }
 

@@ -373,6 +373,9 @@ pub(crate) struct Delivery<'a, C> {
     pub conn: &'a Conn,
     /// Whole lines, written in order.
     pub chunks: &'a [C],
+    /// The chunks end with the client's `BYE`: once they are all written,
+    /// close the writer, so that nothing can follow.
+    pub last: bool,
 }
 
 /// A client that did not take all of its bytes at the first try.
@@ -424,7 +427,11 @@ pub(crate) fn deliver<C: AsRef<[u8]>>(
             }
         };
         match w.write_nowait(d.chunks, 0) {
-            Ok(sent) if sent == total => {}
+            Ok(sent) if sent == total => {
+                if d.last {
+                    w.close();
+                }
+            }
             Ok(sent) => waiting.push(Straggler {
                 index,
                 writer: Some(w),
@@ -461,7 +468,11 @@ pub(crate) fn deliver<C: AsRef<[u8]>>(
                     continue;
                 };
                 match w.write_nowait(d.chunks, s.sent) {
-                    Ok(sent) if sent == total_len(d.chunks) => {}
+                    Ok(sent) if sent == total_len(d.chunks) => {
+                        if d.last {
+                            w.close();
+                        }
+                    }
                     Ok(_) => {
                         w.close();
                         failed.push((s.index, WriteError::TimedOut));
@@ -518,7 +529,12 @@ pub(crate) fn deliver<C: AsRef<[u8]>>(
             let d = &deliveries[s.index];
             let Some(w) = s.writer.as_mut() else { continue };
             match w.write_nowait(d.chunks, s.sent) {
-                Ok(sent) => s.sent = sent,
+                Ok(sent) => {
+                    s.sent = sent;
+                    if d.last && sent == total_len(d.chunks) {
+                        w.close();
+                    }
+                }
                 Err(e) => failed.push((s.index, e)),
             }
         }
