@@ -56,7 +56,11 @@ impl Reconnect {
         let capped = base.min(self.max_delay.as_secs_f64());
         let jitter = self.jitter.clamp(0.0, 1.0);
         let scaled = capped * (1.0 - jitter * unit.clamp(0.0, 1.0));
-        Duration::from_secs_f64(scaled)
+        // A NaN setting, or a `max_delay` too large for an f64 round trip,
+        // must not panic: fall back to `max_delay`.
+        Duration::try_from_secs_f64(scaled)
+            .unwrap_or(self.max_delay)
+            .min(self.max_delay)
     }
 }
 
@@ -136,5 +140,33 @@ mod tests {
             ..Reconnect::default()
         };
         assert_eq!(none.delay(2, 0.7), Duration::from_millis(200));
+    }
+
+    #[test]
+    fn odd_settings_never_panic() {
+        let r = Reconnect::default();
+        for odd in [
+            Reconnect {
+                jitter: f64::NAN,
+                ..r.clone()
+            },
+            Reconnect {
+                multiplier: f64::NAN,
+                ..r.clone()
+            },
+            Reconnect {
+                max_delay: Duration::MAX,
+                ..r.clone()
+            },
+            Reconnect {
+                initial_delay: Duration::MAX,
+                max_delay: Duration::MAX,
+                ..r.clone()
+            },
+        ] {
+            for attempt in [1, 2, 64, u32::MAX] {
+                assert!(odd.delay(attempt, 0.5) <= odd.max_delay);
+            }
+        }
     }
 }

@@ -155,7 +155,12 @@ impl Client {
             match spawned {
                 Ok(handle) => threads.push(handle),
                 Err(e) => {
+                    // No thread may outlive this call: stop and join the
+                    // link already started.
                     inner.close(Closed::GaveUp);
+                    for handle in threads {
+                        let _ = handle.join();
+                    }
                     return Err(ClientError::Connect(e));
                 }
             }

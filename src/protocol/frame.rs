@@ -73,7 +73,7 @@ impl<R: Read> FrameReader<R> {
     pub fn new(inner: R, max_line: usize) -> Self {
         FrameReader {
             inner,
-            buf: vec![0; READ_CHUNK.min(max_line + 2).max(64)],
+            buf: vec![0; READ_CHUNK.min(max_line.saturating_add(2)).max(64)],
             start: 0,
             end: 0,
             scanned: 0,
@@ -121,7 +121,7 @@ impl<R: Read> FrameReader<R> {
             if self.discarding {
                 self.start = self.end;
                 self.scanned = 0;
-            } else if unread.len() > self.max_line + 1 {
+            } else if unread.len() > self.max_line.saturating_add(1) {
                 // More than a full line plus a possible CR and still no
                 // LF: this line is too long whatever comes next.
                 let head = self.start..self.end;
@@ -224,7 +224,7 @@ impl<R: Read> FrameReader<R> {
             self.start = 0;
         }
         if self.end == self.buf.len() {
-            let limit = self.max_line + 2;
+            let limit = self.max_line.saturating_add(2);
             let grown = (self.buf.len() * 2).clamp(READ_CHUNK, limit.max(READ_CHUNK));
             self.buf.resize(grown, 0);
         }
@@ -269,6 +269,15 @@ mod tests {
             self.data = &self.data[n..];
             Ok(n)
         }
+    }
+
+    #[test]
+    fn any_line_limit_works_even_the_largest() {
+        let data = b"one\ntwo\n";
+        assert_eq!(
+            lines(data, usize::MAX, 3),
+            [Ok(b"one".to_vec()), Ok(b"two".to_vec())]
+        );
     }
 
     #[test]
