@@ -424,6 +424,66 @@ fn redundant_connections_lose_nothing_when_either_is_cut() {
 }
 
 #[test]
+fn a_redundant_link_that_lags_is_waited_for_not_reported_as_a_gap() {
+    // Link 0 is cut and comes back after more events than the history
+    // holds, so its `/resume` gets `ERR resume-gap`. But link 1 is up and
+    // has every event, only it is behind (the proxy holds its bytes): the
+    // client must wait for it, not report a gap and drop its events.
+    let server = start(Config {
+        history: 5,
+        ..config()
+    });
+    let proxy = Proxy::start(server.local_addr());
+    let client = Client::with_config(
+        proxy.addr(),
+        ClientConfig {
+            redundant: true,
+            ..fast()
+        },
+    )
+    .unwrap();
+    // Wait until both links are up and the stream has started (both
+    // links' JOINs delivered).
+    let (mut connected, mut joins) = (0, 0);
+    let mut events = events_until(&client, |e| {
+        match e {
+            Event::Connected { .. } => connected += 1,
+            Event::Join { .. } => joins += 1,
+            _ => {}
+        }
+        connected == 2 && joins == 2
+    });
+    // Proxy connections: 0 is link 0 (made first, by `with_config`), 1 is
+    // link 1.
+    proxy.hold(1, true);
+    proxy.refuse(true);
+    proxy.cut(0);
+    events.extend(events_until(&client, |e| {
+        matches!(e, Event::Disconnected { link: 0, .. })
+    }));
+    const N: usize = 20;
+    let mut producer = joined(server.local_addr());
+    for i in 0..N {
+        producer.line(&format!("m{i}"));
+    }
+    for _ in 0..N {
+        producer.event_starting("MSG ");
+    }
+    // Link 0 comes back and resumes past the history's reach.
+    proxy.refuse(false);
+    events.extend(events_until(&client, |e| {
+        matches!(e, Event::Resumed { link: 0, .. })
+    }));
+    proxy.hold(1, false);
+    events.extend(events_until(&client, |e| msg_text(e) == Some("m19")));
+    let from_producer: Vec<Event> = events
+        .into_iter()
+        .skip_while(|e| !matches!(e, Event::Join { .. }))
+        .collect();
+    assert_complete(&from_producer, N);
+}
+
+#[test]
 fn backoff_does_not_hammer_a_server_that_is_down() {
     let server = start(config());
     let proxy = Proxy::start(server.local_addr());

@@ -708,6 +708,12 @@ impl<'a> Connection<'a> {
         }
     }
 
+    /// Another link of this client that is up and through its handshake.
+    fn other_ready_link(&self) -> Option<usize> {
+        let core = self.inner.core.lock();
+        (0..core.links.len()).find(|&j| j != self.link && core.links[j].up && core.links[j].ready)
+    }
+
     fn emit_reply(&self, line: &ServerLine<'_>) {
         if let Some(event) = Event::reply(line, self.link) {
             self.inner.emit(event);
@@ -716,9 +722,19 @@ impl<'a> Connection<'a> {
 
     /// Routes a reply to the command that caused it.
     fn reply(&mut self, line: &ServerLine<'_>) {
-        let routed = match self.inner.links[self.link].lock().as_mut() {
-            Some(out) => route(&mut out.pending, line),
-            None => Route::Unclaimed,
+        let (routed, handshake_resume) = match self.inner.links[self.link].lock().as_mut() {
+            Some(out) => {
+                let routed = route(&mut out.pending, line);
+                let handshake_resume = matches!(
+                    out.pending.front(),
+                    Some(Pending::Resume {
+                        handshake: true,
+                        ..
+                    })
+                );
+                (routed, handshake_resume)
+            }
+            None => (Route::Unclaimed, false),
         };
         match routed {
             Route::Done(pending) => self.complete(pending, line),
@@ -728,7 +744,11 @@ impl<'a> Connection<'a> {
                     text,
                 } => {
                     let oldest = text.split(' ').next().and_then(|s| s.parse().ok());
-                    if let Some(oldest) = oldest {
+                    // While another link is up, what this replay lacks may
+                    // still be on its way there: the `OK resume` hands the
+                    // decision to that link (see `complete`).
+                    let defer = handshake_resume && self.other_ready_link().is_some();
+                    if let Some(oldest) = oldest.filter(|_| !defer) {
                         let mut core = self.inner.core.lock();
                         let mut out = Vec::new();
                         core.merge.lost_before(oldest, &mut out);
@@ -818,11 +838,33 @@ impl<'a> Connection<'a> {
                 match *line {
                     ServerLine::Ok { detail, .. } => {
                         let last = detail.parse().unwrap_or(after);
+                        let other = handshake.then(|| self.other_ready_link()).flatten();
                         let mut core = self.inner.core.lock();
-                        let mut out = Vec::new();
-                        core.merge.replayed_up_to(last, &mut out);
-                        for event in out {
-                            self.inner.emit(event);
+                        if let Some(other) = other {
+                            // A hole left below `last` may be events still
+                            // on their way on the other link, which is up:
+                            // not a gap yet. Ask that link to resume too;
+                            // its replay comes after whatever it has in
+                            // flight, and its `OK resume` decides.
+                            if let Some(after) = core.merge.last().filter(|&a| a < last) {
+                                drop(core);
+                                let _ = self.inner.send(
+                                    other,
+                                    &Command::Resume { after, key: None },
+                                    None,
+                                    Some(Pending::Resume {
+                                        after,
+                                        keyed: false,
+                                        handshake: false,
+                                    }),
+                                );
+                            }
+                        } else {
+                            let mut out = Vec::new();
+                            core.merge.replayed_up_to(last, &mut out);
+                            for event in out {
+                                self.inner.emit(event);
+                            }
                         }
                         self.inner.emit(Event::Resumed {
                             link: self.link,

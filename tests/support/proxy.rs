@@ -1,6 +1,7 @@
 //! A fault-injecting TCP proxy for the client tests: it forwards between
 //! clients and a server, and on command cuts one connection or all of
-//! them (also in the middle of a line or a payload), and refuses new
+//! them (also in the middle of a line or a payload), holds back what the
+//! server sends on one connection (a reader that lags), and refuses new
 //! connections for a while. Loopback only.
 
 use std::io::{Read, Write};
@@ -10,7 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Instant;
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashSet;
 
 /// One proxied connection: the client's side and the server's side.
 struct Pair {
@@ -40,6 +42,9 @@ struct State {
     /// When each connection attempt arrived (refused ones included).
     attempts: Mutex<Vec<Instant>>,
     armed: Mutex<Option<Armed>>,
+    /// Connections whose server-to-client bytes are held back for now.
+    held: Mutex<HashSet<usize>>,
+    released: Condvar,
 }
 
 pub struct Proxy {
@@ -60,6 +65,8 @@ impl Proxy {
             stopping: AtomicBool::new(false),
             attempts: Mutex::new(Vec::new()),
             armed: Mutex::new(None),
+            held: Mutex::new(HashSet::new()),
+            released: Condvar::new(),
         });
         let st = Arc::clone(&state);
         let acceptor = thread::spawn(move || accept_loop(listener, st));
@@ -117,6 +124,18 @@ impl Proxy {
         self.state.armed.lock().is_some()
     }
 
+    /// Holds back (`true`) or lets through again what the server sends on
+    /// the `n`-th connection: its client lags behind, the connection stays.
+    pub fn hold(&self, n: usize, holding: bool) {
+        let mut held = self.state.held.lock();
+        if holding {
+            held.insert(n);
+        } else {
+            held.remove(&n);
+            self.state.released.notify_all();
+        }
+    }
+
     /// While refusing, new connections are accepted and closed at once.
     pub fn refuse(&self, refusing: bool) {
         self.state.refusing.store(refusing, Ordering::SeqCst);
@@ -141,6 +160,10 @@ impl Proxy {
 impl Drop for Proxy {
     fn drop(&mut self) {
         self.state.stopping.store(true, Ordering::SeqCst);
+        {
+            let _held = self.state.held.lock();
+            self.state.released.notify_all();
+        }
         let _ = TcpStream::connect(self.addr);
         if let Some(a) = self.acceptor.take() {
             let _ = a.join();
@@ -228,6 +251,14 @@ fn pump_down(mut from: TcpStream, mut to: TcpStream, state: Arc<State>, index: u
                 p.cut();
             }
             break;
+        }
+        {
+            // A held connection waits here (the server's bytes queue up in
+            // the socket buffers) until released or cut.
+            let mut held = state.held.lock();
+            while held.contains(&index) && !state.stopping.load(Ordering::SeqCst) {
+                state.released.wait(&mut held);
+            }
         }
         if to.write_all(chunk).is_err() {
             break;
