@@ -30,7 +30,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("tickcast: {e}");
+            cli::log_line(format_args!("tickcast: {e}"));
             ExitCode::FAILURE
         }
     }

@@ -19,6 +19,16 @@ struct Serve {
 
 impl Serve {
     fn start(args: &[&str], env: &[(&str, &str)]) -> Serve {
+        Serve::start_logging(args, env, true)
+    }
+
+    /// Like `start`, but stderr is closed after the `listening on` line:
+    /// every later log line fails to be written.
+    fn start_then_close_stderr(args: &[&str]) -> Serve {
+        Serve::start_logging(args, &[], false)
+    }
+
+    fn start_logging(args: &[&str], env: &[(&str, &str)], keep_stderr: bool) -> Serve {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tickcast"));
         cmd.args(["serve", "--bind", "127.0.0.1:0"]).args(args);
         if !args.contains(&"--tick-ms") {
@@ -35,7 +45,16 @@ impl Serve {
         let (tx, stderr) = unbounded();
         let pipe = child.stderr.take().unwrap();
         thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let mut lines = BufReader::new(pipe).lines().map_while(Result::ok);
+            if !keep_stderr {
+                let first = lines.next();
+                drop(lines); // closes the pipe before anyone hears of it
+                if let Some(first) = first {
+                    let _ = tx.send(first);
+                }
+                return;
+            }
+            for line in lines {
                 let _ = tx.send(line);
             }
         });
@@ -91,6 +110,22 @@ impl Drop for Serve {
             let _ = child.wait();
         }
     }
+}
+
+#[test]
+fn a_closed_stderr_does_not_stop_the_server() {
+    let mut serve = Serve::start_then_close_stderr(&[]);
+    // Each of these is a log line that can no longer be written.
+    let mut a = joined(serve.addr);
+    drop(joined(serve.addr));
+    a.event_starting("JOIN ");
+    a.event_starting("LEAVE ");
+    let mut b = joined(serve.addr);
+    a.line("still serving");
+    assert!(b.event().line.ends_with(" still serving"));
+    serve.signal("-TERM");
+    assert_eq!(a.until_closed().0, vec!["BYE shutdown"]);
+    assert!(serve.wait().success());
 }
 
 #[test]

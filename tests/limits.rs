@@ -8,7 +8,7 @@ use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{Raw, config, joined, start};
+use support::{Raw, config, joined, non_reader, start};
 use tickcast::server::Config;
 
 #[test]
@@ -209,15 +209,6 @@ fn rate_limit_refuses_lines_and_skips_refused_payloads() {
 
 /// A client that never reads, with a tiny receive buffer so that it
 /// stalls quickly.
-fn non_reader(addr: SocketAddr) -> Raw {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&addr.into()).unwrap();
-    let mut raw = Raw::from_stream(socket.into());
-    let w = raw.reply();
-    raw.welcome = Some(support::parse_welcome(&w));
-    raw
-}
 
 #[test]
 fn non_readers_are_dropped_and_healthy_clients_get_everything() {

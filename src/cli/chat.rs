@@ -198,7 +198,10 @@ impl Printer {
                 }
                 None => {
                     if let Some(text) = self.describe(event) {
-                        eprintln!("# {}", text.trim_start_matches(['*', '!', ' ']));
+                        super::log_line(format_args!(
+                            "# {}",
+                            text.trim_start_matches(['*', '!', ' '])
+                        ));
                     }
                 }
             }
@@ -268,13 +271,19 @@ impl Printer {
     /// A timestamped line on stdout.
     fn line(&self, text: &str) {
         let time = chrono::Local::now().format("%H:%M:%S");
-        println!("[{time}] {text}");
+        // A closed stdout (say, piped into `head`) is not worth a panic.
+        let mut stdout = io::stdout().lock();
+        let _ = writeln!(stdout, "[{time}] {text}");
+        let _ = stdout.flush();
     }
 
     /// A note: timestamped on stdout, or on stderr in raw mode.
     fn note(&self, text: &str) {
         if self.raw {
-            eprintln!("# {}", text.trim_start_matches(['*', '!', ' ']));
+            super::log_line(format_args!(
+                "# {}",
+                text.trim_start_matches(['*', '!', ' '])
+            ));
         } else {
             self.line(text);
         }

@@ -3,6 +3,14 @@
 pub mod chat;
 pub mod serve;
 
+/// Writes one line to stderr. A log line that cannot be written (stderr
+/// closed, a full disk, a pipe whose reader is gone) is lost, and that is
+/// all: `eprintln!` would panic and take the server down with it.
+pub fn log_line(line: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "{line}");
+}
+
 /// Current wall-clock time in the protocol's format, for log lines.
 pub fn now() -> String {
     tickcast::protocol::format_time(std::time::SystemTime::now())

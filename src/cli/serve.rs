@@ -9,7 +9,6 @@ use argh::FromArgs;
 use crossbeam_channel::{bounded, select};
 use std::error::Error;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::Duration;
 use tickcast::server::{self, Config, ServerEvent};
@@ -132,16 +131,17 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     config.validate()?;
     let bind = config.bind;
     let server = server::spawn(config).map_err(|e| format!("cannot listen on {bind}: {e}"))?;
-    eprintln!("tickcast listening on {}", server.local_addr());
+    super::log_line(format_args!(
+        "tickcast listening on {}",
+        server.local_addr()
+    ));
 
     // Ctrl-C and SIGTERM (ctrlc's "termination" feature) ask for a clean
-    // shutdown; a second one while shutting down exits at once.
+    // shutdown. Another one while shutting down changes nothing: the
+    // shutdown is bounded (by about one --write-timeout-ms) and finishes
+    // delivering what was accepted.
     let (signal_tx, signal) = bounded(1);
-    let signalled = AtomicBool::new(false);
     ctrlc::set_handler(move || {
-        if signalled.swap(true, Ordering::SeqCst) {
-            std::process::exit(130);
-        }
         let _ = signal_tx.try_send(());
     })?;
 
@@ -162,7 +162,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     }
 
     if !quiet {
-        eprintln!("{} shutting down", super::now());
+        super::log_line(format_args!("{} shutting down", super::now()));
     }
     server.shutdown();
     // Keep logging while the server says goodbye to everyone.
@@ -188,7 +188,7 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     }
     let _ = waiter.join();
     if !quiet {
-        eprintln!("{} stopped", super::now());
+        super::log_line(format_args!("{} stopped", super::now()));
     }
     Ok(())
 }
@@ -207,5 +207,5 @@ fn log(quiet: bool, event: ServerEvent) {
         } => format!("disconnect {peer} id={id} name={name} reason={reason}"),
         _ => return,
     };
-    eprintln!("{} {line}", super::now());
+    super::log_line(format_args!("{} {line}", super::now()));
 }

@@ -344,6 +344,18 @@ pub fn joined(addr: SocketAddr) -> Raw {
     c
 }
 
+/// A client that reads its `WELCOME` and then nothing more, with a tiny
+/// receive buffer: the server soon cannot write to it.
+pub fn non_reader(addr: SocketAddr) -> Raw {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let mut raw = Raw::from_stream(socket.into());
+    let w = raw.reply();
+    raw.welcome = Some(parse_welcome(&w));
+    raw
+}
+
 /// Connects a client, waits for its `JOIN`, and names it.
 pub fn named(addr: SocketAddr, name: &str) -> Raw {
     let mut c = joined(addr);
