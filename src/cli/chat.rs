@@ -20,8 +20,6 @@ use std::time::Duration;
 use tickcast::client::{Client, ClientConfig, ClientError, Closed, Event, Gap};
 use tickcast::protocol::{Command, SERVER_SENDER};
 
-const TOKEN_ENV: &str = "TICKCAST_TOKEN";
-
 /// talk to a hub from the terminal: type to say, /help for commands
 #[derive(FromArgs)]
 #[argh(
@@ -57,9 +55,7 @@ pub struct ChatArgs {
 }
 
 pub fn run(args: ChatArgs) -> Result<(), Box<dyn Error>> {
-    let token = args
-        .token
-        .or_else(|| std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()));
+    let token = super::token(args.token);
     let config = ClientConfig {
         name: args.name,
         token,

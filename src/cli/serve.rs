@@ -13,9 +13,6 @@ use std::thread;
 use std::time::Duration;
 use tickcast::server::{self, Config, ServerEvent};
 
-/// Environment variable that may hold the token (so it does not show in `ps`).
-const TOKEN_ENV: &str = "TICKCAST_TOKEN";
-
 /// run the hub: accept clients, relay what they say, tick periodically
 #[derive(FromArgs)]
 #[argh(
@@ -100,9 +97,7 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
 
 impl ServeArgs {
     fn config(self) -> Config {
-        let token = self
-            .token
-            .or_else(|| std::env::var(TOKEN_ENV).ok().filter(|t| !t.is_empty()));
+        let token = super::token(self.token);
         Config {
             bind: self.bind,
             tick: (self.tick_ms > 0).then(|| Duration::from_millis(self.tick_ms)),

@@ -37,8 +37,6 @@ pub enum ClientError {
     InvalidName(NameError),
     /// Something the client does not do through this call.
     Unsupported(&'static str),
-    /// The server said something the client did not expect.
-    Protocol(String),
     /// A value could not be turned into JSON, or a payload out of it.
     #[cfg(feature = "serde")]
     Json(serde_json::Error),
@@ -72,7 +70,6 @@ impl fmt::Display for ClientError {
             ClientError::InvalidText(e) => write!(f, "{e}"),
             ClientError::InvalidName(e) => write!(f, "{e}"),
             ClientError::Unsupported(what) => f.write_str(what),
-            ClientError::Protocol(what) => write!(f, "unexpected from the server: {what}"),
             #[cfg(feature = "serde")]
             ClientError::Json(e) => write!(f, "JSON: {e}"),
         }
