@@ -291,8 +291,10 @@ fn idle_clients_are_pinged_then_dropped() {
         idle_timeout: Some(Duration::from_millis(600)),
         ..config()
     });
-    let mut silent = joined(server.local_addr());
+    // The clock starts before the connection, so it never runs behind the
+    // server's: "too early" below cannot be a measuring artefact.
     let started = Instant::now();
+    let mut silent = joined(server.local_addr());
     let mut watcher = joined(server.local_addr());
     let ping = silent.reply();
     assert!(ping.starts_with("PING "), "{ping}");
