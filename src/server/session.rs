@@ -5,11 +5,10 @@
 //! `accept`) running [`run`]. Its life:
 //!
 //! 1. **Greet.** Write `WELCOME`. On a server without a token the client
-//!    joins at the same moment: it is listed and greeted under the
-//!    connection's write lock, and only then is its `JOIN` handed to the
-//!    broadcaster, which writes to a member only after its `JOIN`. So
-//!    `WELCOME` is guaranteed to reach the client before its `JOIN` and
-//!    before any other broadcast or `DM`.
+//!    joins at the same moment: it is listed, and its `JOIN` is handed to
+//!    the broadcaster while the session still holds the connection's
+//!    write lock, so `WELCOME` is guaranteed to reach the client before
+//!    its `JOIN` and before any other broadcast.
 //! 2. **Loop.** Read a frame, check it against the limits in a fixed
 //!    order, act on it. What the client says to everyone goes to the
 //!    broadcaster's inbox; replies meant for this client alone (`OK`,
@@ -187,27 +186,19 @@ impl Session {
         }
     }
 
-    /// Lists the client and writes `line` under the write lock (so that
-    /// nothing written to it by name, a `DM`, can come first), then queues
-    /// its `JOIN`. The broadcaster writes to a member only once it has
-    /// handled its `JOIN`, so `line` also comes before any broadcast. The
-    /// lock is not held while queueing: a full inbox may make that wait,
-    /// and the lock's other users wait on it with a deadline.
+    /// Lists the client and queues its `JOIN`, then writes `line`, all
+    /// under the write lock: the client gets `line` before any broadcast.
     fn join_saying(&mut self, line: &[u8]) -> Result<(), End> {
         let conn = Arc::clone(&self.conn);
-        let listed = {
-            let mut writer = conn.lock_writer()?;
-            let listed = self.shared.registry.list(conn.id);
-            writer.write_all(&[line])?;
-            listed
-        };
-        if let Some(name) = listed {
+        let mut writer = conn.lock_writer()?;
+        if let Some(name) = self.shared.registry.list(conn.id) {
+            self.joined = true;
             self.to_broadcaster(Inbox::Join {
                 conn: Arc::clone(&conn),
                 name,
             })?;
-            self.joined = true;
         }
+        writer.write_all(&[line])?;
         Ok(())
     }
 
