@@ -341,11 +341,12 @@ impl Broadcaster {
         self.shared.emit(ServerEvent::Renamed { seq, id, old, new });
     }
 
-    /// A member is leaving. When the server closes it with a `BYE` (after
-    /// `/quit`, an idle timeout, a protocol error…) it first gets every
-    /// event published so far (its own last lines included: they came
-    /// through this inbox before its `Leave`), then the `BYE` as its last
-    /// line. Then everyone else gets the `LEAVE`.
+    /// A member is leaving: its `LEAVE` is published now. When the server
+    /// closes it with a `BYE` (after `/quit`, an idle timeout, a protocol
+    /// error…) it joins `leaving`: the next flush writes it every event
+    /// published before its `LEAVE` (its own last lines included: they
+    /// came through this inbox before its `Leave`), then the `BYE` as its
+    /// last line, in the same delivery as everyone else's events.
     fn say_goodbye(&mut self, id: ClientId, bye: Option<Reason>) {
         let Some((member, leave_seq)) = self.depart_member(id, true) else {
             return;
@@ -473,11 +474,15 @@ impl Broadcaster {
                 self.shared.close(&conn, reason);
                 self.depart(conn.id, true);
             }
-            // What arrived while this delivery waited goes out with the
-            // next one (the `LEAVE`s just published, if any): healthy
-            // clients get it in that delivery's first, non-blocking pass,
-            // instead of after one more wait on the next stalled client.
-            self.take_waiting();
+            // If another delivery follows at once (the `LEAVE`s just
+            // published), what arrived while this one waited goes out with
+            // it: healthy clients get it in that delivery's first,
+            // non-blocking pass, not after one more wait on the next
+            // stalled client. (Otherwise return to `select!`, so the ticker
+            // and the stop signal get their turn.)
+            if !self.batch.is_empty() || !self.leaving.is_empty() {
+                self.take_waiting();
+            }
         }
     }
 
