@@ -133,14 +133,21 @@ impl Inner {
         }
     }
 
-    /// Tells the merge that `link` is down (see `Merge::link_lost`).
-    fn link_lost(&self, link: usize) {
-        let mut core = self.core.lock();
+    /// Runs `step` on the merge and emits the events it releases, in
+    /// order. The caller holds the core lock, so that two links'
+    /// deliveries come out in one order.
+    fn merged(&self, core: &mut Core, step: impl FnOnce(&mut Merge, &mut Vec<Event>)) {
         let mut out = Vec::new();
-        core.merge.link_lost(link, &mut out);
+        step(&mut core.merge, &mut out);
         for event in out {
             self.emit(event);
         }
+    }
+
+    /// Tells the merge that `link` is down (see `Merge::link_lost`).
+    fn link_lost(&self, link: usize) {
+        let mut core = self.core.lock();
+        self.merged(&mut core, |merge, out| merge.link_lost(link, out));
     }
 
     pub(crate) fn link_count(&self) -> usize {
@@ -683,28 +690,21 @@ impl<'a> Connection<'a> {
         let Some(seq) = seq else {
             return;
         };
-        let mut core = self.inner.core.lock();
-        if core.merge.epoch() != Some(self.epoch.as_str()) {
-            return;
-        }
-        let mut out = Vec::new();
-        core.merge.unreadable(seq, self.link, &mut out);
-        for event in out {
-            self.inner.emit(event);
-        }
+        self.to_merge(|merge, out| merge.unreadable(seq, self.link, out));
     }
 
     /// Hands a broadcast event to the merge, and the application whatever
     /// it can now have.
     fn offer(&self, event: Event) {
+        self.to_merge(|merge, out| merge.offer(event, self.link, out));
+    }
+
+    /// Runs `step` on the merge, unless this connection's server run is
+    /// one the client has moved on from.
+    fn to_merge(&self, step: impl FnOnce(&mut Merge, &mut Vec<Event>)) {
         let mut core = self.inner.core.lock();
-        if core.merge.epoch() != Some(self.epoch.as_str()) {
-            return; // from a server run we have moved on from
-        }
-        let mut out = Vec::new();
-        core.merge.offer(event, self.link, &mut out);
-        for event in out {
-            self.inner.emit(event);
+        if core.merge.epoch() == Some(self.epoch.as_str()) {
+            self.inner.merged(&mut core, step);
         }
     }
 
@@ -750,11 +750,8 @@ impl<'a> Connection<'a> {
                     let defer = handshake_resume && self.other_ready_link().is_some();
                     if let Some(oldest) = oldest.filter(|_| !defer) {
                         let mut core = self.inner.core.lock();
-                        let mut out = Vec::new();
-                        core.merge.lost_before(oldest, &mut out);
-                        for event in out {
-                            self.inner.emit(event);
-                        }
+                        self.inner
+                            .merged(&mut core, |merge, out| merge.lost_before(oldest, out));
                     }
                 }
                 // The name could not be taken back: the `/nick` that
@@ -860,11 +857,8 @@ impl<'a> Connection<'a> {
                                 );
                             }
                         } else {
-                            let mut out = Vec::new();
-                            core.merge.replayed_up_to(last, &mut out);
-                            for event in out {
-                                self.inner.emit(event);
-                            }
+                            self.inner
+                                .merged(&mut core, |merge, out| merge.replayed_up_to(last, out));
                         }
                         self.inner.emit(Event::Resumed {
                             link: self.link,
