@@ -49,10 +49,29 @@ pub struct ServeArgs {
     #[argh(option, default = "1024 * 1024")]
     max_payload: u64,
 
-    /// longest a write to one client may block before it is dropped as
-    /// slow-consumer, in milliseconds [2000]
+    /// how old a client's oldest unsent byte may grow before it is dropped
+    /// as slow-consumer, in milliseconds [2000]
     #[argh(option, default = "2000")]
     write_timeout_ms: u64,
+
+    /// how many unsent bytes may queue up for one client before it is
+    /// dropped as slow-consumer [8388608]
+    #[argh(option, default = "8 * 1024 * 1024")]
+    max_pending: usize,
+
+    /// bytes of /send payloads the server holds at once, all clients
+    /// together; senders wait, then are refused, past it [67108864]
+    #[argh(option, default = "64 * 1024 * 1024")]
+    max_memory: usize,
+
+    /// seconds a client may take to finish a line or payload it started
+    /// (payloads get 1 s more per 64 KiB); BYE timeout past it; 0 = off [30]
+    #[argh(
+        option,
+        default = "Duration::from_secs(30)",
+        from_str_fn(parse_seconds)
+    )]
+    line_timeout: Duration,
 
     /// drop clients silent this long, in seconds (PING after half); 0 = off
     /// [off]
@@ -106,6 +125,9 @@ impl ServeArgs {
             max_line: self.max_line,
             max_payload: self.max_payload,
             write_timeout: Duration::from_millis(self.write_timeout_ms),
+            max_pending: self.max_pending,
+            max_memory: self.max_memory,
+            line_timeout: Some(self.line_timeout).filter(|d| !d.is_zero()),
             // For the limits that are off by default, 0 also means off.
             idle_timeout: self.idle_timeout.filter(|d| !d.is_zero()),
             max_rate: self.max_rate.filter(|&n| n > 0),
@@ -116,6 +138,8 @@ impl ServeArgs {
             // The CLI logs connections only; it need not see every message.
             message_events: false,
             event_capacity: 4096,
+            http: None,
+            http_origins: Vec::new(),
         }
     }
 }

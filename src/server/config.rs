@@ -53,10 +53,24 @@ pub struct Config {
     pub max_line: usize,
     /// Largest `/send` payload in bytes (`--max-payload`, default 1 MiB).
     pub max_payload: u64,
-    /// Longest time one write to one client may block (`--write-timeout-ms`,
-    /// default 2000 ms). A client that does not take its bytes within it is
-    /// dropped as `slow-consumer`.
+    /// How far behind one client may fall, in time (`--write-timeout-ms`,
+    /// default 2000 ms): a client whose oldest unsent byte is older than
+    /// this is dropped as `slow-consumer`.
     pub write_timeout: Duration,
+    /// How far behind one client may fall, in bytes (`--max-pending`,
+    /// default 8 MiB): a client with more unsent bytes queued for it is
+    /// dropped as `slow-consumer`.
+    pub max_pending: usize,
+    /// Bytes of `/send` payloads the whole server holds at once, while
+    /// they arrive and until the broadcaster has published them
+    /// (`--max-memory`, default 64 MiB). When it is used up, senders wait
+    /// (their sockets are not read) for a moment, then get
+    /// `ERR rate-limited` and their payload is skipped.
+    pub max_memory: usize,
+    /// How long a client may take to finish a line or a payload it has
+    /// started (`--line-timeout`, default 30 s; a payload gets one more
+    /// second per 64 KiB). Past it, `BYE timeout`. `None` = no limit.
+    pub line_timeout: Option<Duration>,
     /// Silence after which a client is dropped (`--idle-timeout`, default
     /// off). It is sent `PING` after half of it.
     pub idle_timeout: Option<Duration>,
@@ -80,6 +94,12 @@ pub struct Config {
     /// Whether chat lines and payloads are reported as events too (the
     /// CLI only logs connections and turns this off).
     pub message_events: bool,
+    /// Where to serve HTTP (`--http`, default none): the web page, the
+    /// SSE stream, `/notify`, `/stats`, `/metrics`.
+    pub http: Option<SocketAddr>,
+    /// Other web origins allowed to use the HTTP endpoints from a browser
+    /// (`--http-origin`, repeatable), besides the server's own.
+    pub http_origins: Vec<String>,
 }
 
 impl Config {
@@ -97,6 +117,9 @@ impl Default for Config {
             max_line: 4096,
             max_payload: 1024 * 1024,
             write_timeout: Duration::from_millis(2000),
+            max_pending: 8 * 1024 * 1024,
+            max_memory: 64 * 1024 * 1024,
+            line_timeout: Some(Duration::from_secs(30)),
             idle_timeout: None,
             max_rate: None,
             max_per_ip: None,
@@ -105,6 +128,8 @@ impl Default for Config {
             token: None,
             event_capacity: 1024,
             message_events: true,
+            http: None,
+            http_origins: Vec::new(),
         }
     }
 }
@@ -119,6 +144,9 @@ impl fmt::Debug for Config {
             .field("max_line", &self.max_line)
             .field("max_payload", &self.max_payload)
             .field("write_timeout", &self.write_timeout)
+            .field("max_pending", &self.max_pending)
+            .field("max_memory", &self.max_memory)
+            .field("line_timeout", &self.line_timeout)
             .field("idle_timeout", &self.idle_timeout)
             .field("max_rate", &self.max_rate)
             .field("max_per_ip", &self.max_per_ip)
@@ -127,6 +155,8 @@ impl fmt::Debug for Config {
             .field("token", &self.token.as_ref().map(|_| "<secret>"))
             .field("event_capacity", &self.event_capacity)
             .field("message_events", &self.message_events)
+            .field("http", &self.http)
+            .field("http_origins", &self.http_origins)
             .finish()
     }
 }
