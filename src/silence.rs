@@ -1,16 +1,35 @@
-//! Reading a socket while watching for silence: the server's
-//! `--idle-timeout` and the client's keepalive are the same idea.
+//! Reading a socket while watching the clock: the server's
+//! `--idle-timeout` and `--line-timeout`, and the client's keepalive, are
+//! the same idea.
 //!
-//! [`SilenceWatch`] wraps the reading half of a socket. After half of the
-//! allowed silence without a byte it calls its `ping` function once (the
-//! server sends `PING`, the client `/ping`); after all of it, the read
-//! fails with [`ErrorKind::TimedOut`] and [`SilenceWatch::expired`] says
-//! why. Any byte received starts the count again.
+//! [`SilenceWatch`] wraps the reading half of a socket.
+//!
+//! * **Silence.** After half of the allowed silence without a byte it
+//!   calls its `ping` function once (the server sends `PING`, the client
+//!   `/ping`); after all of it, the read fails with
+//!   [`ErrorKind::TimedOut`] and [`SilenceWatch::expired`] says why. Any
+//!   byte received starts the count again. There is never a timeout
+//!   without a ping first.
+//! * **A started line.** Bytes that arrive are not enough: a line (or a
+//!   payload) once started must be finished within a time limit, or a
+//!   client sending one byte a second ("slowloris") could hold a place
+//!   for ever. The reader of the frames says when a frame is done
+//!   ([`SilenceWatch::frame_done`]) or how long a payload may take
+//!   ([`SilenceWatch::allow_payload`]).
 //!
 //! It works with the socket's read timeout, set to the time left until the
 //! next deadline, so a quiet connection costs no CPU: the thread sleeps in
 //! `read` until a byte arrives or a deadline passes.
+//!
+//! # Time the process was not running does not count
+//!
+//! If the whole process was stopped (`SIGSTOP`, a frozen VM, heavy
+//! swapping), every deadline seems to have passed when it resumes, though
+//! the clients did nothing wrong. So when a read that should have slept
+//! `t` returns much later, the extra time is added to every deadline: the
+//! client then gets its `PING` and a fair chance to answer.
 
+use std::borrow::Borrow;
 use std::io::{self, ErrorKind, Read};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -18,37 +37,55 @@ use std::time::{Duration, Instant};
 /// The shortest read timeout used (a zero timeout would mean "none").
 const MIN_WAIT: Duration = Duration::from_millis(1);
 
-/// A socket's reading half, with a watch on silence; see the module docs.
-pub(crate) struct SilenceWatch<P> {
-    stream: TcpStream,
-    /// How much silence is allowed; `None`: no watch at all.
+/// Waking this much later than asked means the process was paused.
+const PAUSE_SLACK: Duration = Duration::from_millis(500);
+
+/// A payload may take this much longer than a line per byte received.
+const PAYLOAD_BYTES_PER_SECOND: u64 = 64 * 1024;
+
+/// A socket's reading half, with a watch on the clock; see the module docs.
+pub(crate) struct SilenceWatch<S, P> {
+    stream: S,
+    /// How much silence is allowed; `None`: no watch on silence.
     limit: Option<Duration>,
+    /// How long a started line may take; `None`: no limit.
+    line_limit: Option<Duration>,
     /// When the last byte arrived.
     heard: Instant,
     /// Whether `ping` was called since then.
     pinged: bool,
+    /// When the frame being received must be complete.
+    frame_deadline: Option<Instant>,
     /// The read timeout currently set on the socket.
     timeout: Option<Duration>,
-    /// The whole limit passed without a byte.
+    /// The whole silence limit passed without a byte.
     expired: bool,
+    /// A started frame was not finished in time.
+    frame_expired: bool,
     ping: P,
 }
 
-impl<P: FnMut() -> io::Result<()>> SilenceWatch<P> {
-    /// Watches `stream` for `limit` of silence (none: just reads).
-    pub(crate) fn new(stream: TcpStream, limit: Option<Duration>, ping: P) -> Self {
-        let timeout = limit.map(|l| (l / 2).max(MIN_WAIT));
-        // Fails only for a zero duration, which MIN_WAIT rules out.
-        let _ = stream.set_read_timeout(timeout);
+impl<S: Borrow<TcpStream>, P: FnMut() -> io::Result<()>> SilenceWatch<S, P> {
+    /// Watches `stream` for `limit` of silence (none: no watch).
+    pub(crate) fn new(stream: S, limit: Option<Duration>, ping: P) -> Self {
         SilenceWatch {
             stream,
             limit,
+            line_limit: None,
             heard: Instant::now(),
             pinged: false,
-            timeout,
+            frame_deadline: None,
+            timeout: None,
             expired: false,
+            frame_expired: false,
             ping,
         }
+    }
+
+    /// Also limits how long a started line may take.
+    pub(crate) fn with_line_limit(mut self, line_limit: Option<Duration>) -> Self {
+        self.line_limit = line_limit;
+        self
     }
 
     /// Whether the read failed because the peer was silent for too long.
@@ -56,53 +93,129 @@ impl<P: FnMut() -> io::Result<()>> SilenceWatch<P> {
         self.expired
     }
 
-    fn set_timeout(&mut self, timeout: Duration) -> io::Result<()> {
-        let timeout = timeout.max(MIN_WAIT);
-        if self.timeout != Some(timeout) {
-            self.stream.set_read_timeout(Some(timeout))?;
-            self.timeout = Some(timeout);
+    /// Whether the read failed because a started line or payload was not
+    /// finished in time.
+    pub(crate) fn frame_expired(&self) -> bool {
+        self.frame_expired
+    }
+
+    /// A frame is complete. `more` says whether bytes of the next one are
+    /// already buffered (its clock starts now).
+    pub(crate) fn frame_done(&mut self, more: bool) {
+        self.frame_deadline = match self.line_limit {
+            Some(limit) if more => Some(Instant::now() + limit),
+            _ => None,
+        };
+    }
+
+    /// A payload of `len` bytes follows: it gets the line limit plus one
+    /// second per 64 KiB.
+    pub(crate) fn allow_payload(&mut self, len: u64) {
+        if let Some(limit) = self.line_limit {
+            let extra = Duration::from_secs(len / PAYLOAD_BYTES_PER_SECOND);
+            self.frame_deadline = Some(Instant::now() + limit + extra);
+        }
+    }
+
+    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let timeout = timeout.map(|t| t.max(MIN_WAIT));
+        if self.timeout != timeout {
+            self.stream.borrow().set_read_timeout(timeout)?;
+            self.timeout = timeout;
+        }
+        Ok(())
+    }
+
+    /// How long to sleep in `read` at most, from `now`.
+    fn next_wait(&self, now: Instant) -> Option<Duration> {
+        let silence = self.limit.map(|limit| {
+            let next = if self.pinged { limit } else { limit / 2 };
+            (self.heard + next).saturating_duration_since(now)
+        });
+        let frame = self
+            .frame_deadline
+            .map(|d| d.saturating_duration_since(now));
+        match (silence, frame) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A read timed out after `slept` though it asked for `asked`: forgive
+    /// a pause, then check the deadlines.
+    fn timed_out(&mut self, asked: Duration, slept: Duration, err: io::Error) -> io::Result<()> {
+        if slept > asked + PAUSE_SLACK {
+            let paused = slept - asked;
+            self.heard += paused;
+            if let Some(d) = self.frame_deadline.as_mut() {
+                *d += paused;
+            }
+        }
+        let now = Instant::now();
+        if self.frame_deadline.is_some_and(|d| now >= d) {
+            self.frame_expired = true;
+            return Err(io::Error::new(
+                ErrorKind::TimedOut,
+                "line not finished in time",
+            ));
+        }
+        let Some(limit) = self.limit else {
+            return if self.frame_deadline.is_some() {
+                Ok(())
+            } else {
+                Err(err)
+            };
+        };
+        let silent = now.saturating_duration_since(self.heard);
+        if silent >= limit && self.pinged {
+            self.expired = true;
+            return Err(io::Error::new(ErrorKind::TimedOut, "silent for too long"));
+        }
+        if silent >= limit / 2 && !self.pinged {
+            self.pinged = true;
+            // The answer gets at least half of the limit from now.
+            self.heard = self.heard.max(now.checked_sub(limit / 2).unwrap_or(now));
+            (self.ping)()?;
         }
         Ok(())
     }
 }
 
-impl<P: FnMut() -> io::Result<()>> Read for SilenceWatch<P> {
+impl<S: Borrow<TcpStream>, P: FnMut() -> io::Result<()>> Read for SilenceWatch<S, P> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
-            let err = match (&self.stream).read(buf) {
+            let start = Instant::now();
+            let wait = self.next_wait(start);
+            self.set_timeout(wait)?;
+            let err = match self.stream.borrow().read(buf) {
                 Ok(n) => {
                     if n > 0 {
                         self.heard = Instant::now();
-                        if self.pinged {
-                            // Back to waiting for the half-way mark.
-                            self.pinged = false;
-                            if let Some(limit) = self.limit {
-                                self.set_timeout(limit / 2)?;
+                        self.pinged = false;
+                        match self.frame_deadline {
+                            None => self.frame_deadline = self.line_limit.map(|l| self.heard + l),
+                            // Bytes keep coming, but the line is late.
+                            Some(d) if self.heard >= d => {
+                                self.frame_expired = true;
+                                return Err(io::Error::new(
+                                    ErrorKind::TimedOut,
+                                    "line not finished in time",
+                                ));
                             }
+                            Some(_) => {}
                         }
                     }
                     return Ok(n);
                 }
                 Err(e) => e,
             };
-            let Some(limit) = self.limit else {
+            let Some(asked) = wait else {
                 return Err(err);
             };
             if !matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
                 return Err(err);
             }
-            let silent = self.heard.elapsed();
-            if silent >= limit {
-                self.expired = true;
-                return Err(io::Error::new(ErrorKind::TimedOut, "silent for too long"));
-            }
-            if silent >= limit / 2 && !self.pinged {
-                self.pinged = true;
-                (self.ping)()?;
-            }
-            // Sleep until the next deadline.
-            let next = if self.pinged { limit } else { limit / 2 };
-            self.set_timeout(next.saturating_sub(silent))?;
+            self.timed_out(asked, start.elapsed(), err)?;
         }
     }
 }
@@ -110,13 +223,19 @@ impl<P: FnMut() -> io::Result<()>> Read for SilenceWatch<P> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::net::TcpListener;
+
+    fn pair() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (stream, _) = listener.accept().unwrap();
+        (peer, stream)
+    }
 
     #[test]
     fn pings_at_half_then_expires() {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let _peer = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (stream, _) = listener.accept().unwrap();
+        let (_peer, stream) = pair();
         let mut pings = 0;
         let start = Instant::now();
         let limit = Duration::from_millis(120);
@@ -130,5 +249,30 @@ mod tests {
         assert!(start.elapsed() >= limit);
         drop(watch);
         assert_eq!(pings, 1);
+    }
+
+    #[test]
+    fn a_started_line_has_a_deadline_even_when_bytes_trickle_in() {
+        let (mut peer, stream) = pair();
+        let limit = Duration::from_millis(300);
+        let mut watch = SilenceWatch::new(stream, None, || Ok(())).with_line_limit(Some(limit));
+        peer.write_all(b"hel").unwrap();
+        let mut buf = [0u8; 8];
+        assert_eq!(watch.read(&mut buf).unwrap(), 3);
+        let start = Instant::now();
+        let err = loop {
+            // One byte now and then keeps the line alive, but not for ever.
+            let _ = peer.write_all(b"l");
+            match watch.read(&mut buf) {
+                Ok(_) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(err.kind(), ErrorKind::TimedOut);
+        assert!(watch.frame_expired());
+        assert!(start.elapsed() < Duration::from_secs(30));
+        // A finished frame stops the clock: silence is then fine.
+        watch.frame_done(false);
+        assert!(watch.next_wait(Instant::now()).is_none());
     }
 }

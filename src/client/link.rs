@@ -479,7 +479,10 @@ impl<'a> Connection<'a> {
     }
 
     /// Reads `WELCOME`, then starts the handshake.
-    fn greet(&mut self, reader: &mut FrameReader<SilenceWatch<Pinger>>) -> Result<(), String> {
+    fn greet(
+        &mut self,
+        reader: &mut FrameReader<SilenceWatch<TcpStream, Pinger>>,
+    ) -> Result<(), String> {
         let line = match reader.read_line() {
             Ok(Some(Frame::Line(line))) => String::from_utf8_lossy(line).into_owned(),
             Ok(Some(Frame::TooLong(_))) => return Err("the first line is too long".into()),
@@ -588,7 +591,7 @@ impl<'a> Connection<'a> {
     }
 
     /// Reads until the connection ends; returns why.
-    fn read_loop(&mut self, reader: &mut FrameReader<SilenceWatch<Pinger>>) -> String {
+    fn read_loop(&mut self, reader: &mut FrameReader<SilenceWatch<TcpStream, Pinger>>) -> String {
         let mut payload = Vec::new();
         loop {
             // Own the line, so that the reader is free again (a DATA

@@ -87,6 +87,11 @@ impl<R: Read> FrameReader<R> {
         &self.inner
     }
 
+    /// The byte source, to change its settings.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
     /// Bytes received but not yet handed out.
     pub fn buffered(&self) -> &[u8] {
         &self.buf[self.start..self.end]

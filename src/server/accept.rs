@@ -10,9 +10,14 @@
 //! small explicit stack ([`SESSION_STACK`]): a session keeps its buffers on
 //! the heap, so thousands of sessions cost little memory.
 //!
-//! An `accept` error (say, out of file descriptors) must not kill the
-//! server: the thread reports it, waits a little (longer each time, and
-//! interruptible by shutdown) and tries again.
+//! An `accept` error must not kill the server: the thread reports it,
+//! waits a little (longer each time, and interruptible by shutdown) and
+//! tries again. Out of file descriptors is special: the connection waits
+//! in the kernel's queue, and `accept` would fail again and again while
+//! the client waits for a `WELCOME` that never comes. So the acceptor
+//! keeps one descriptor in reserve (an open `/dev/null`): on `EMFILE` it
+//! closes the reserve, accepts the connection with the freed descriptor,
+//! says `BYE server-full`, closes it, and takes the reserve again.
 //!
 //! # Stopping a blocked `accept`
 //!
@@ -20,6 +25,8 @@
 //! does the same) is used: [`ServerHandle::shutdown`](super::ServerHandle::shutdown)
 //! sets a flag and then *connects to the listener itself*; `accept`
 //! returns that connection, the loop sees the flag, and stops. No polling.
+//! The socket it connects with is made when the server starts ([`Waker`]),
+//! so shutdown works even when every descriptor is in use.
 //!
 //! # The shutdown sequence
 //!
@@ -28,22 +35,28 @@
 //!    announcing a `LEAVE` (none is sent at shutdown).
 //! 2. Join every session thread. Now nobody can add to the broadcaster's
 //!    inbox: what is in it is exactly what the server accepted.
-//! 3. Tell the broadcaster to stop. It delivers everything in its inbox,
-//!    then returns; join it.
-//! 4. Send `BYE shutdown` to every connection still open (one shared write
-//!    deadline for all of them), close them, return.
+//! 3. Tell the broadcaster to stop. It hands everything in its inbox to
+//!    the outboxes, then returns; join it.
+//! 4. Queue `BYE shutdown` for every connection still open, and give the
+//!    flusher one `--write-timeout-ms` to write what is queued; whoever has
+//!    not taken it all by then is reset. Join the flusher.
 
-use super::conn::{Conn, Delivery, deliver};
+use super::conn::Conn;
 use super::event::ServerEvent;
+use super::outbox::Limits;
 use super::{Shared, session};
 use crate::protocol::{Reason, ServerLine, to_hex};
+use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+use socket2::{Domain, SockAddr, Socket, Type};
 use std::collections::HashMap;
+use std::fs::File;
 use std::io::Write;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Stack size of a session thread. Sessions keep buffers on the heap;
 /// this leaves ample room for their call depth.
@@ -61,6 +74,9 @@ pub(crate) struct Acceptor {
     pub broadcaster: JoinHandle<()>,
     /// Tells the broadcaster to deliver what it holds and stop.
     pub stop_broadcaster: Sender<()>,
+    pub flusher: JoinHandle<()>,
+    /// Tells the flusher to write what it can by a deadline and stop.
+    pub stop_flusher: Sender<Instant>,
     /// Dropped when this thread ends: closes `ServerHandle::finished`.
     pub done: Sender<()>,
 }
@@ -71,6 +87,7 @@ impl Acceptor {
         let (done_tx, done_rx) = crossbeam_channel::unbounded();
         let mut sessions: HashMap<super::ClientId, JoinHandle<()>> = HashMap::new();
         let mut backoff = ACCEPT_BACKOFF_MIN;
+        let mut reserve = File::open("/dev/null").ok();
         loop {
             let accepted = self.listener.accept();
             if self.shared.is_stopping() {
@@ -89,6 +106,14 @@ impl Acceptor {
                         sessions.insert(id, handle);
                     }
                 }
+                Err(e) if out_of_descriptors(&e) && reserve.is_some() => {
+                    self.shared.emit(ServerEvent::AcceptFailed {
+                        error: e.to_string(),
+                    });
+                    drop(reserve.take());
+                    self.turn_away_one();
+                    reserve = File::open("/dev/null").ok();
+                }
                 Err(e) => {
                     self.shared.emit(ServerEvent::AcceptFailed {
                         error: e.to_string(),
@@ -101,6 +126,19 @@ impl Acceptor {
         self.shut_down(sessions);
     }
 
+    /// With the descriptor the reserve freed: accepts one connection and
+    /// tells it `BYE server-full`, so it is not left waiting.
+    fn turn_away_one(&self) {
+        if let Ok((mut stream, peer)) = self.listener.accept() {
+            let _ = stream.set_nonblocking(true);
+            let _ = stream.write_all(ServerLine::Bye(Reason::ServerFull).to_line().as_bytes());
+            self.shared.emit(ServerEvent::Refused {
+                peer,
+                reason: Reason::ServerFull,
+            });
+        }
+    }
+
     /// Checks the limits and starts a session; `None` if refused.
     fn admit(
         &self,
@@ -109,35 +147,46 @@ impl Acceptor {
         done: &Sender<super::ClientId>,
     ) -> Option<(super::ClientId, JoinHandle<()>)> {
         let config = &self.shared.config;
-        // Small lines must not wait for more data (Nagle), and no write
-        // may block forever.
+        // Small lines must not wait for more data (Nagle).
         let _ = stream.set_nodelay(true);
-        let _ = stream.set_write_timeout(Some(config.write_timeout));
         let mut key = [0u8; 16];
-        let setup = getrandom::fill(&mut key)
-            .map_err(std::io::Error::other)
-            .and_then(|()| stream.try_clone());
-        let writer = match setup {
-            Ok(writer) => writer,
-            Err(e) => {
-                self.shared.emit(ServerEvent::AcceptFailed {
-                    error: e.to_string(),
-                });
-                return None;
-            }
-        };
+        if let Err(e) = getrandom::fill(&mut key) {
+            self.shared.emit(ServerEvent::AcceptFailed {
+                error: e.to_string(),
+            });
+            return None;
+        }
         let limits = super::registry::Admission {
             max_clients: config.max_clients,
             max_per_ip: config.max_per_ip,
         };
+        let outbox = Limits {
+            max_pending: config.max_pending,
+            max_age: config.write_timeout,
+        };
+        // The stream moves into the `Conn` only if admitted; a refused one
+        // comes back here for its `BYE`.
+        let mut stream = Some(stream);
         let admitted = self.shared.registry.admit(peer, limits, |id| {
-            Conn::new(id, peer, to_hex(&key), writer, config.write_timeout)
+            let stream = stream.take().expect("admit builds one Conn");
+            Conn::new(
+                id,
+                peer,
+                to_hex(&key),
+                stream,
+                outbox,
+                self.shared.flusher.clone(),
+            )
         });
         let conn = match admitted {
             Ok(conn) => conn,
             Err(reason) => {
-                // A refused connection gets its BYE line alone.
-                let _ = (&stream).write_all(ServerLine::Bye(reason).to_line().as_bytes());
+                // A refused connection gets its BYE line alone. The
+                // socket's buffer is empty, so this never waits.
+                if let Some(stream) = stream {
+                    let _ = stream.set_nonblocking(true);
+                    let _ = (&stream).write_all(ServerLine::Bye(reason).to_line().as_bytes());
+                }
                 self.shared.emit(ServerEvent::Refused { peer, reason });
                 return None;
             }
@@ -151,7 +200,7 @@ impl Acceptor {
             .name(format!("tickcast-session-{id}"))
             .stack_size(SESSION_STACK)
             .spawn(move || {
-                session::run(shared, session_conn, stream);
+                session::run(shared, session_conn);
                 let _ = done.send(id);
             });
         match spawned {
@@ -161,9 +210,8 @@ impl Acceptor {
                 self.shared.emit(ServerEvent::AcceptFailed {
                     error: format!("cannot start a session thread: {e}"),
                 });
-                self.shared.registry.claim_close(&conn, Reason::ServerFull);
-                conn.send_last(ServerLine::Bye(Reason::ServerFull).to_line().as_bytes());
-                conn.shutdown();
+                self.shared.registry.claim(&conn, Reason::ServerFull);
+                conn.finish(&[Bytes::from(ServerLine::Bye(Reason::ServerFull).to_line())]);
                 self.shared.registry.remove(id);
                 None
             }
@@ -176,6 +224,8 @@ impl Acceptor {
             listener,
             broadcaster,
             stop_broadcaster,
+            flusher,
+            stop_flusher,
             done,
             ..
         } = self;
@@ -184,7 +234,7 @@ impl Acceptor {
         // 1. Admit nobody; wake every session out of its read.
         let conns = shared.registry.close_doors();
         for conn in &conns {
-            conn.shutdown_read();
+            conn.stop_reading();
         }
         // 2. Wait for every session to end.
         for (_, handle) in sessions {
@@ -193,31 +243,62 @@ impl Acceptor {
         // 3. Deliver what was accepted.
         let _ = stop_broadcaster.send(());
         let _ = broadcaster.join();
-        // 4. Say goodbye to every connection still open.
-        let still_open: Vec<&Arc<Conn>> = conns
-            .iter()
-            .filter(|c| shared.registry.claim_close(c, Reason::Shutdown).is_some())
-            .collect();
-        let bye = [ServerLine::Bye(Reason::Shutdown).to_line()];
-        let deliveries: Vec<Delivery<'_, String>> = still_open
-            .iter()
-            .map(|conn| Delivery {
-                conn,
-                chunks: &bye,
-                last: true,
-            })
-            .collect();
-        deliver(&deliveries, shared.config.write_timeout);
-        for conn in still_open {
-            conn.shutdown();
+        // 4. Say goodbye to every connection still open, and give the
+        //    flusher one write timeout to get it out.
+        let bye = [Bytes::from(ServerLine::Bye(Reason::Shutdown).to_line())];
+        for conn in &conns {
+            if shared.registry.claim(conn, Reason::Shutdown).won() {
+                conn.finish(&bye);
+            }
+        }
+        let _ = stop_flusher.send(Instant::now() + shared.config.write_timeout);
+        let _ = flusher.join();
+        for conn in &conns {
+            conn.close();
         }
         drop(done);
     }
 }
 
+fn out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EMFILE | nix::libc::ENFILE)
+    )
+}
+
+/// Wakes the acceptor out of `accept` by connecting to the listener. Its
+/// socket is made when the server starts, so that waking needs no new
+/// file descriptor: a server out of descriptors can still shut down.
+#[derive(Debug)]
+pub(crate) struct Waker {
+    socket: Mutex<Option<Socket>>,
+    address: SocketAddr,
+}
+
+impl Waker {
+    pub(crate) fn new(listening_on: SocketAddr) -> std::io::Result<Self> {
+        let address = wake_address(listening_on);
+        let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+        Ok(Waker {
+            socket: Mutex::new(Some(socket)),
+            address,
+        })
+    }
+
+    /// Connects (once); `accept` returns.
+    pub(crate) fn wake(&self) {
+        if let Some(socket) = self.socket.lock().take() {
+            // If this fails there is nothing else to try; the acceptor's
+            // backoff wait is woken too (see `Shared::stop`).
+            let _ = socket.connect_timeout(&SockAddr::from(self.address), Duration::from_secs(1));
+        }
+    }
+}
+
 /// The address to connect to in order to wake our own `accept`: the
 /// listener's, with a wildcard IP replaced by loopback.
-pub(crate) fn wake_address(local: SocketAddr) -> SocketAddr {
+fn wake_address(local: SocketAddr) -> SocketAddr {
     let mut addr = local;
     if addr.ip().is_unspecified() {
         match addr {

@@ -14,27 +14,35 @@
 //! sockets, and TCP flow control slows the chatty clients down. Nothing
 //! that was accepted is dropped.
 //!
-//! The thread sleeps in `select!` on three things:
+//! The thread sleeps in `select!` on five things:
 //!
 //! * its inbox (a client said something, joined, renamed, left, wants to
 //!   `/resume`; or the embedding program pushed a notification);
+//! * the payload lane: `/send` payloads come on a channel of their own,
+//!   so that a flood of megabyte payloads cannot hold up chat lines,
+//!   joins and leaves (see [`Broadcaster::take_waiting`] for the order);
+//! * departures: clients dropped by another thread (a slow consumer caught
+//!   by the flusher, a `DM` that could not be queued), whose `LEAVE` must
+//!   be announced;
 //! * a `crossbeam_channel::tick` for the periodic `TICK`;
 //! * the stop signal, on which it delivers what it has, and returns.
 //!
-//! # One encoding, one write per client
+//! # One encoding, one write per client, no waiting
 //!
 //! Each event is encoded once into [`Bytes`] (shared, not copied, between
-//! the write batch and the history). After handling one inbox message the
-//! thread takes whatever else is already waiting (up to a limit), so
-//! under load a batch holds many events, and every member gets all of
-//! them in one vectored write (see `conn::deliver`), starting at the first
-//! event it is entitled to: a member sees every event from its own `JOIN`
-//! on.
-//!
-//! Members whose write fails or times out are dropped right there, and
-//! their `LEAVE` goes out in the next batch.
+//! the batch, the history and the outboxes of slow clients). After
+//! handling one message the thread takes whatever else is already
+//! waiting (see `batch`), so under load a batch holds many events, and
+//! every member gets all of them in one vectored write, starting at the
+//! first event it is entitled to: a member sees every event from its own
+//! `JOIN` on. That write never waits: what a member's socket does not take
+//! at once waits in its outbox (see `outbox` and `flusher`). A member that
+//! has fallen too far behind is dropped, and its `LEAVE` goes out in the
+//! next batch.
 
-use super::conn::{Conn, Delivery, deliver};
+use super::batch::Batch;
+use super::budget::Reservation;
+use super::conn::Conn;
 use super::event::{ClientId, ServerEvent};
 use super::history::History;
 use super::registry::NickError;
@@ -47,19 +55,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// The most inbox messages folded into one batch before writing.
-const MAX_BATCH_EVENTS: usize = 256;
-/// The most bytes folded into one batch before writing.
-const MAX_BATCH_BYTES: usize = 4 * 1024 * 1024;
-
 /// What can be sent to the broadcaster.
 pub(crate) enum Inbox {
     /// A connection joined under `name` (it is listed already).
     Join { conn: Arc<Conn>, name: String },
     /// A member said `text`.
     Say { id: ClientId, text: String },
-    /// A member sent raw bytes.
-    Data { id: ClientId, payload: Vec<u8> },
     /// A member took a new name (already taken in the client map).
     Nick { id: ClientId, new: String },
     /// A member's connection ends (the closer has claimed it); announce its
@@ -75,6 +76,18 @@ pub(crate) enum Inbox {
         key: Option<String>,
         reply: Sender<ResumeResult>,
     },
+}
+
+/// A member's `/send` payload, on the payload lane.
+pub(crate) struct Payload {
+    pub id: ClientId,
+    pub bytes: Vec<u8>,
+    /// Its share of `--max-memory`, given back once it is published.
+    pub reservation: Reservation,
+    /// Dropped once the payload is published: its session waits for that
+    /// before it sends anything else, so one client's lines keep their
+    /// order across the two lanes.
+    pub published: Sender<()>,
 }
 
 /// The broadcaster's answer to a `/resume`: what the session writes back.
@@ -101,23 +114,17 @@ struct Member {
     from_seq: u64,
 }
 
-/// A member leaving with a `BYE`: at the next flush it gets the events
-/// published before its `LEAVE`, then the `BYE`, in the same delivery as
-/// everyone else (so that a client that stopped reading costs the others
-/// one write timeout, not one more), and is closed.
-struct Leaving {
-    conn: Arc<Conn>,
-    /// As [`Member::from_seq`].
-    from_seq: u64,
-    /// The SEQ of its `LEAVE`: it gets the events before it.
-    until: u64,
-    bye: Reason,
+/// The channels the broadcaster reads.
+pub(crate) struct Lanes {
+    pub inbox: Receiver<Inbox>,
+    pub payloads: Receiver<Payload>,
+    pub departures: Receiver<ClientId>,
+    pub stop: Receiver<()>,
 }
 
 pub(crate) struct Broadcaster {
     shared: Arc<Shared>,
-    inbox: Receiver<Inbox>,
-    stop: Receiver<()>,
+    lanes: Lanes,
     history: History,
     members: HashMap<ClientId, Member>,
     /// Session keys of the members.
@@ -127,30 +134,22 @@ pub(crate) struct Broadcaster {
     departed: HashMap<String, String>,
     /// `(SEQ of the LEAVE, key)`, oldest first, to forget departed keys.
     departed_order: VecDeque<(u64, String)>,
-    /// Encoded events not yet written; the first has SEQ `batch_first`.
-    batch: Vec<Bytes>,
-    batch_first: u64,
-    batch_bytes: usize,
-    /// Members saying goodbye at the next flush.
-    leaving: Vec<Leaving>,
+    /// Encoded events not yet handed to the members.
+    batch: Batch,
 }
 
 impl Broadcaster {
-    pub(crate) fn new(shared: Arc<Shared>, inbox: Receiver<Inbox>, stop: Receiver<()>) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, lanes: Lanes) -> Self {
         let history = History::new(shared.config.history, shared.config.history_bytes);
         Broadcaster {
             shared,
-            inbox,
-            stop,
+            lanes,
             history,
             members: HashMap::new(),
             keys: HashMap::new(),
             departed: HashMap::new(),
             departed_order: VecDeque::new(),
-            batch: Vec::new(),
-            batch_first: 1,
-            batch_bytes: 0,
-            leaving: Vec::new(),
+            batch: Batch::default(),
         }
     }
 
@@ -161,47 +160,68 @@ impl Broadcaster {
             None => never(),
         };
         loop {
+            // The server keeps a sender of each lane, so none can close
+            // while this thread runs.
             select! {
-                recv(self.inbox) -> msg => {
-                    // The server keeps a sender, so the inbox cannot close
-                    // while this thread runs.
+                recv(self.lanes.inbox) -> msg => {
                     let Ok(msg) = msg else { break };
                     self.handle(msg);
-                    self.take_waiting();
-                    self.flush();
                 }
-                recv(ticker) -> _ => {
-                    self.periodic_tick();
-                    self.flush();
+                recv(self.lanes.payloads) -> payload => {
+                    let Ok(payload) = payload else { break };
+                    self.publish_payload(payload);
                 }
-                recv(self.stop) -> _ => {
-                    // Every session has ended, so what is in the inbox now
-                    // is everything that was accepted: deliver all of it.
-                    while let Ok(msg) = self.inbox.try_recv() {
-                        self.handle(msg);
-                        if self.batch_full() {
-                            self.flush();
-                        }
+                recv(self.lanes.departures) -> id => {
+                    let Ok(id) = id else { break };
+                    self.depart(id, true);
+                }
+                recv(ticker) -> _ => self.periodic_tick(),
+                recv(self.lanes.stop) -> _ => {
+                    // Every session has ended, so what is waiting now is
+                    // everything that was accepted: deliver all of it.
+                    while self.take_waiting() {
+                        self.flush();
                     }
                     self.flush();
                     break;
                 }
             }
+            self.take_waiting();
+            self.flush();
         }
     }
 
-    /// Folds messages that are already waiting into the current batch.
-    fn take_waiting(&mut self) {
-        while !self.batch_full() {
-            match self.inbox.try_recv() {
-                Ok(msg) => self.handle(msg),
-                Err(_) => break,
+    /// Folds what is already waiting into the current batch, until the
+    /// batch is full. Departures first, then every waiting inbox message
+    /// (chat lines, joins, renames: small), and payloads only as long as
+    /// the batch has room: a flood of payloads delays a chat line by at
+    /// most one batch. Returns whether it took anything.
+    fn take_waiting(&mut self) -> bool {
+        let mut took_any = false;
+        loop {
+            let mut took = false;
+            while let Ok(id) = self.lanes.departures.try_recv() {
+                self.depart(id, true);
+                took = true;
+            }
+            while !self.batch.is_full() {
+                let Ok(msg) = self.lanes.inbox.try_recv() else {
+                    break;
+                };
+                self.handle(msg);
+                took = true;
+            }
+            if !self.batch.is_full()
+                && let Ok(payload) = self.lanes.payloads.try_recv()
+            {
+                self.publish_payload(payload);
+                took = true;
+            }
+            took_any |= took;
+            if !took || self.batch.is_full() {
+                return took_any;
             }
         }
-    }
-
-    fn batch_full(&self) -> bool {
-        self.batch.len() >= MAX_BATCH_EVENTS || self.batch_bytes >= MAX_BATCH_BYTES
     }
 
     fn handle(&mut self, msg: Inbox) {
@@ -251,23 +271,6 @@ impl Broadcaster {
                     });
                 }
             }
-            Inbox::Data { id, payload } => {
-                let Some(name) = self.members.get(&id).map(|m| m.name.clone()) else {
-                    return;
-                };
-                let (seq, encoded) =
-                    self.publish(|seq, out| encode_data(seq, &name, &payload, out));
-                if self.shared.config.message_events {
-                    // The payload sits between the header line and the LF.
-                    let start = encoded.len() - payload.len() - 1;
-                    self.shared.emit(ServerEvent::Payload {
-                        seq,
-                        id,
-                        name,
-                        bytes: encoded.slice(start..start + payload.len()),
-                    });
-                }
-            }
             Inbox::Nick { id, new } => self.announce_rename(id, new),
             Inbox::Leave { id, bye } => self.say_goodbye(id, bye),
             Inbox::Notify { text } => self.notify(&text),
@@ -285,6 +288,33 @@ impl Broadcaster {
         }
     }
 
+    /// Publishes a member's payload as `DATA`.
+    fn publish_payload(&mut self, payload: Payload) {
+        let Payload {
+            id,
+            bytes,
+            reservation,
+            published,
+        } = payload;
+        // A member dropped meanwhile is not healthy: its payload goes with it.
+        let Some(name) = self.members.get(&id).map(|m| m.name.clone()) else {
+            return;
+        };
+        let (seq, encoded) = self.publish(|seq, out| encode_data(seq, &name, &bytes, out));
+        if self.shared.config.message_events {
+            // The payload sits between the header line and the LF.
+            let start = encoded.len() - bytes.len() - 1;
+            self.shared.emit(ServerEvent::Payload {
+                seq,
+                id,
+                name,
+                bytes: encoded.slice(start..start + bytes.len()),
+            });
+        }
+        // Its memory is given back, and its session may go on.
+        drop((reservation, published));
+    }
+
     /// Numbers, encodes and remembers one broadcast event, and queues it
     /// for the next write.
     fn publish(&mut self, encode: impl FnOnce(u64, &mut Vec<u8>)) -> (u64, Bytes) {
@@ -293,11 +323,7 @@ impl Broadcaster {
         encode(seq, &mut out);
         let encoded = Bytes::from(out);
         self.history.push(seq, encoded.clone());
-        if self.batch.is_empty() {
-            self.batch_first = seq;
-        }
-        self.batch_bytes += encoded.len();
-        self.batch.push(encoded.clone());
+        self.batch.push(seq, encoded.clone());
         (seq, encoded)
     }
 
@@ -343,24 +369,26 @@ impl Broadcaster {
 
     /// A member is leaving: its `LEAVE` is published now. When the server
     /// closes it with a `BYE` (after `/quit`, an idle timeout, a protocol
-    /// error…) it joins `leaving`: the next flush writes it every event
-    /// published before its `LEAVE` (its own last lines included: they
-    /// came through this inbox before its `Leave`), then the `BYE` as its
-    /// last line, in the same delivery as everyone else's events.
+    /// error…) it is first sent off (see [`Broadcaster::send_off`]).
     fn say_goodbye(&mut self, id: ClientId, bye: Option<Reason>) {
         let Some((member, leave_seq)) = self.depart_member(id, true) else {
             return;
         };
         if let Some(bye) = bye {
-            // At shutdown there is no `LEAVE`: it gets everything so far.
-            let until = leave_seq.unwrap_or(self.history.newest() + 1);
-            self.leaving.push(Leaving {
-                conn: member.conn,
-                from_seq: member.from_seq,
-                until,
-                bye,
-            });
+            self.send_off(&member, leave_seq, bye);
         }
+    }
+
+    /// Queues for a departed member what it is owed of the current batch
+    /// (every event before its `LEAVE`: its own last lines came through the
+    /// inbox before its `Leave`, so they are among them), then `BYE` as its
+    /// very last line; the connection closes once that is written.
+    fn send_off(&self, member: &Member, leave_seq: Option<u64>, bye: Reason) {
+        // At shutdown there is no `LEAVE`: it gets everything so far.
+        let until = leave_seq.unwrap_or(self.history.newest() + 1);
+        let mut chunks = self.batch.between(member.from_seq, until).to_vec();
+        chunks.push(Bytes::from(ServerLine::Bye(bye).to_line()));
+        member.conn.finish(&chunks);
     }
 
     /// Removes a member and announces its `LEAVE` with the reason its
@@ -420,68 +448,22 @@ impl Broadcaster {
         }
     }
 
-    /// Writes the batch to every member, and to each leaving member what
-    /// it is owed and its `BYE`, all in one delivery; drops the members
-    /// that fail, and writes their `LEAVE`s in turn.
+    /// Hands the batch to every member, in one vectored write each, from
+    /// the member's own `JOIN` on. Never waits: what a socket does not take
+    /// now waits in that member's outbox. A member that has fallen too far
+    /// behind is dropped; its `LEAVE` comes back through the departures.
     fn flush(&mut self) {
-        while !self.batch.is_empty() || !self.leaving.is_empty() {
-            let batch = std::mem::take(&mut self.batch);
-            let first = self.batch_first;
-            self.batch_bytes = 0;
-            // The part of the batch from SEQ `from` to before SEQ `until`.
-            let range = |from: u64, until: u64| {
-                let index = |seq: u64| seq.saturating_sub(first).min(batch.len() as u64) as usize;
-                index(from)..index(until).max(index(from))
-            };
-            let leaving = std::mem::take(&mut self.leaving);
-            let goodbyes: Vec<Vec<Bytes>> = leaving
-                .iter()
-                .map(|l| {
-                    let mut chunks = batch[range(l.from_seq, l.until)].to_vec();
-                    chunks.push(Bytes::from(ServerLine::Bye(l.bye).to_line()));
-                    chunks
-                })
-                .collect();
-            let members: Vec<&Member> = self.members.values().collect();
-            let deliveries: Vec<Delivery<'_, Bytes>> = members
-                .iter()
-                .map(|m| Delivery {
-                    conn: &m.conn,
-                    chunks: &batch[range(m.from_seq, u64::MAX)],
-                    last: false,
-                })
-                .chain(leaving.iter().zip(&goodbyes).map(|(l, chunks)| Delivery {
-                    conn: &l.conn,
-                    chunks,
-                    last: true,
-                }))
-                .collect();
-            let failed = deliver(&deliveries, self.shared.config.write_timeout);
-            // The leaving are closed whether or not they took their `BYE`
-            // (their `LEAVE` is out already); one that did not is reset
-            // like any slow consumer.
-            for (i, l) in leaving.iter().enumerate() {
-                let stuck = failed.iter().any(|&(f, _)| f == members.len() + i);
-                l.conn
-                    .close_for(if stuck { Reason::SlowConsumer } else { l.bye });
+        let batch = std::mem::take(&mut self.batch);
+        if batch.is_empty() {
+            return;
+        }
+        for member in self.members.values() {
+            let events = batch.since(member.from_seq);
+            if events.is_empty() {
+                continue;
             }
-            let failed: Vec<(Arc<Conn>, Reason)> = failed
-                .into_iter()
-                .filter(|&(i, _)| i < members.len())
-                .map(|(i, e)| (Arc::clone(&members[i].conn), e.reason()))
-                .collect();
-            for (conn, reason) in failed {
-                self.shared.close(&conn, reason);
-                self.depart(conn.id, true);
-            }
-            // If another delivery follows at once (the `LEAVE`s just
-            // published), what arrived while this one waited goes out with
-            // it: healthy clients get it in that delivery's first,
-            // non-blocking pass, not after one more wait on the next
-            // stalled client. (Otherwise return to `select!`, so the ticker
-            // and the stop signal get their turn.)
-            if !self.batch.is_empty() || !self.leaving.is_empty() {
-                self.take_waiting();
+            if let Err(e) = member.conn.send(events) {
+                self.shared.drop_client(&member.conn, e.reason());
             }
         }
     }
@@ -527,17 +509,15 @@ impl Broadcaster {
     /// The key is used up: it is not remembered.
     fn take_over(&mut self, old: ClientId) -> Option<String> {
         let conn = Arc::clone(&self.members.get(&old)?.conn);
-        if self
-            .shared
-            .registry
-            .claim_close(&conn, Reason::Replaced)
-            .is_some()
-        {
-            // The old connection is probably dead; do not wait for it.
-            conn.send_last_nowait(ServerLine::Bye(Reason::Replaced).to_line().as_bytes());
-            conn.shutdown();
+        let won = self.shared.registry.claim(&conn, Reason::Replaced).won();
+        let (member, leave_seq) = self.depart_member(old, false)?;
+        if won {
+            // The old connection is probably dead: its session must not
+            // wait for it, and the flusher resets it if it never drains.
+            conn.stop_reading();
+            self.send_off(&member, leave_seq, Reason::Replaced);
         }
-        self.depart(old, false)
+        Some(member.name)
     }
 
     /// Gives a resuming member the name of the connection whose key it

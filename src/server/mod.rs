@@ -48,11 +48,16 @@
 //! ```
 
 mod accept;
+mod batch;
 mod broadcaster;
+mod budget;
 mod config;
 mod conn;
 mod event;
+mod flusher;
 mod history;
+mod outbox;
+mod rate;
 mod registry;
 mod session;
 
@@ -60,22 +65,35 @@ pub use config::{Config, TickInfo, TickText};
 pub use event::{ClientId, ClientInfo, ServerEvent};
 
 use crate::protocol::{Reason, SERVER_SENDER, ServerLine, TextError, to_hex, validate_text};
-use broadcaster::{Broadcaster, Inbox};
-use conn::Conn;
-use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
-use registry::Registry;
+use broadcaster::{Broadcaster, Inbox, Lanes, Payload};
+use budget::Budget;
+use conn::{Conn, FlusherLink};
+use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
+use flusher::Flusher;
+use registry::{Claim, Registry};
 use std::fmt;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
-/// Capacity of the broadcaster's inbox, in messages. When it is full,
-/// sessions wait (and stop reading their sockets) instead of queueing
-/// more: memory stays bounded under a flood.
+/// Capacity of the broadcaster's inbox, in messages (each at most
+/// `--max-line` bytes). When it is full, sessions wait (and stop reading
+/// their sockets) instead of queueing more: memory stays bounded under a
+/// flood.
 const INBOX_CAPACITY: usize = 256;
+
+/// Capacity of the payload lane, in payloads. Their bytes are bounded by
+/// `--max-memory` (see `budget`); this only bounds the count.
+const PAYLOAD_LANE_CAPACITY: usize = 256;
+
+/// The backlog of the listening socket: connections the kernel completes
+/// before `accept` takes them. std uses 128, which a reconnect storm
+/// overflows; Linux caps it at `net.core.somaxconn`.
+pub(crate) const LISTEN_BACKLOG: i32 = 4096;
 
 /// What every thread of one server shares.
 pub(crate) struct Shared {
@@ -83,14 +101,25 @@ pub(crate) struct Shared {
     pub registry: Registry,
     /// The broadcaster's inbox.
     pub inbox: Sender<Inbox>,
+    /// The broadcaster's payload lane.
+    pub payloads: Sender<Payload>,
+    /// Clients dropped by other threads, for the broadcaster to announce.
+    departures: Sender<ClientId>,
+    /// `--max-memory`: payload bytes held at once.
+    pub budget: Arc<Budget>,
+    /// How connections hand unsent bytes to the flusher.
+    pub flusher: FlusherLink,
+    /// Failed `/auth` attempts per address.
+    pub auth_failures: rate::AuthFailures,
     /// Names this run of the server (`EPOCH` in `WELCOME`).
     pub epoch: String,
     events: Sender<ServerEvent>,
     events_dropped: AtomicU64,
     /// Set once shutdown has begun.
     stopping: AtomicBool,
-    /// The listener's address, to wake the acceptor out of `accept()`.
-    local_addr: SocketAddr,
+    /// Wakes the acceptor out of `accept()`: a socket made at start and
+    /// connected to our own listener at shutdown (see `accept`).
+    waker: accept::Waker,
     /// Wakes the acceptor out of a backoff wait.
     wake: Sender<()>,
 }
@@ -115,29 +144,20 @@ impl Shared {
             return;
         }
         let _ = self.wake.try_send(());
-        let wake = accept::wake_address(self.local_addr);
-        let _ = TcpStream::connect_timeout(&wake, Duration::from_secs(1));
+        self.waker.wake();
     }
 
-    /// Ends `conn` for `reason` unless someone already did, and closes its
-    /// socket. `Some(was_listed)` if this call ended it; the caller then
-    /// sees to the `LEAVE` (see [`Shared::close_and_announce`]).
-    pub(crate) fn close(&self, conn: &Conn, reason: Reason) -> Option<bool> {
-        let claimed = self.registry.claim_close(conn, reason);
-        if claimed.is_some() {
-            conn.close_for(reason);
-        }
-        claimed
-    }
-
-    /// [`Shared::close`], from outside the broadcaster: also has the
-    /// `LEAVE` announced.
-    pub(crate) fn close_and_announce(&self, conn: &Conn, reason: Reason) {
-        if self.close(conn, reason) == Some(true) && !self.is_stopping() {
-            let _ = self.inbox.send(Inbox::Leave {
-                id: conn.id,
-                bye: None,
-            });
+    /// Drops a client whose outbox failed (it fell too far behind, or is
+    /// gone): ends the connection as `reason` calls for and, if this call
+    /// is the one that ended it, has its `LEAVE` announced. Any thread may
+    /// call it; it never waits.
+    pub(crate) fn drop_client(&self, conn: &Conn, reason: Reason) {
+        let claim = self.registry.claim(conn, reason);
+        // Even a lost claim closes: the one who won may be waiting for a
+        // last line that this client will never take.
+        conn.close_for(reason);
+        if claim == Claim::Listed && !self.is_stopping() {
+            let _ = self.departures.send(conn.id);
         }
     }
 }
@@ -155,27 +175,59 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
     config
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // A longer queue of completed connections than std's 128 (calling
+    // `listen` again on a listening socket only changes its backlog).
+    socket2::SockRef::from(&listener).listen(LISTEN_BACKLOG)?;
     let local_addr = listener.local_addr()?;
     let mut epoch = [0u8; 8];
     getrandom::fill(&mut epoch).map_err(io::Error::other)?;
 
     let (inbox_tx, inbox_rx) = bounded(INBOX_CAPACITY);
+    let (payloads_tx, payloads_rx) = bounded(PAYLOAD_LANE_CAPACITY);
+    let (departures_tx, departures_rx) = unbounded();
     let (events_tx, events_rx) = bounded(config.event_capacity);
     let (stop_tx, stop_rx) = bounded(1);
     let (wake_tx, wake_rx) = bounded(1);
+    let (watch_tx, watch_rx) = unbounded();
+    let (flusher_stop_tx, flusher_stop_rx) = bounded(1);
+    let (wake_flusher, flusher_wakes) = UnixStream::pair()?;
+    wake_flusher.set_nonblocking(true)?;
     let shared = Arc::new(Shared {
+        budget: Budget::new(config.max_memory),
         config,
         registry: Registry::default(),
         inbox: inbox_tx,
+        payloads: payloads_tx,
+        departures: departures_tx,
+        flusher: FlusherLink {
+            watch: watch_tx,
+            wake: Arc::new(wake_flusher),
+        },
+        auth_failures: rate::AuthFailures::default(),
         epoch: to_hex(&epoch),
         events: events_tx,
         events_dropped: AtomicU64::new(0),
         stopping: AtomicBool::new(false),
-        local_addr,
+        waker: accept::Waker::new(local_addr)?,
         wake: wake_tx,
     });
 
-    let broadcaster = Broadcaster::new(Arc::clone(&shared), inbox_rx, stop_rx);
+    let flusher = Flusher {
+        shared: Arc::clone(&shared),
+        new: watch_rx,
+        wake: flusher_wakes,
+        stop: flusher_stop_rx,
+    };
+    let flusher = thread::Builder::new()
+        .name("tickcast-flusher".into())
+        .spawn(move || flusher.run())?;
+    let lanes = Lanes {
+        inbox: inbox_rx,
+        payloads: payloads_rx,
+        departures: departures_rx,
+        stop: stop_rx,
+    };
+    let broadcaster = Broadcaster::new(Arc::clone(&shared), lanes);
     let for_broadcaster = Arc::clone(&shared);
     let broadcaster = thread::Builder::new()
         .name("tickcast-broadcaster".into())
@@ -195,6 +247,8 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
         wake: wake_rx,
         broadcaster,
         stop_broadcaster: stop_tx,
+        flusher,
+        stop_flusher: flusher_stop_tx,
         done: done_tx,
     };
     let acceptor = thread::Builder::new()
@@ -215,6 +269,18 @@ impl Config {
     pub fn validate(&self) -> Result<(), String> {
         if self.write_timeout.is_zero() {
             return Err("the write timeout must be at least 1 ms".into());
+        }
+        if self.max_pending == 0 {
+            return Err("--max-pending must be at least 1 byte".into());
+        }
+        if (self.max_memory as u64) < self.max_payload {
+            return Err(format!(
+                "--max-memory ({}) must be at least --max-payload ({}): one payload must fit",
+                self.max_memory, self.max_payload
+            ));
+        }
+        if self.line_timeout.is_some_and(|d| d.is_zero()) {
+            return Err("the line timeout must be positive (None turns it off)".into());
         }
         if self
             .idle_timeout
@@ -350,8 +416,9 @@ impl ServerHandle {
     }
 
     /// Sends `DM * TEXT` to one client (`*` marks the embedding program as
-    /// the sender; it is never a client's name). Waits at most the write
-    /// timeout; a client that cannot take the line is dropped.
+    /// the sender; it is never a client's name). Never waits: the line is
+    /// queued for the client; a client that has fallen too far behind to
+    /// take it is dropped.
     pub fn send_to(&self, to: impl Into<Target>, text: &str) -> Result<(), ServerError> {
         validate_text(text).map_err(ServerError::InvalidText)?;
         let target = match to.into() {
@@ -364,8 +431,8 @@ impl ServerHandle {
             text,
         }
         .to_line();
-        conn.send(line.as_bytes()).map_err(|e| {
-            self.shared.close_and_announce(&conn, e.reason());
+        conn.send_line(line.as_bytes()).map_err(|e| {
+            self.shared.drop_client(&conn, e.reason());
             ServerError::Dropped(e.reason())
         })
     }

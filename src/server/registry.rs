@@ -59,6 +59,25 @@ struct Entry {
     listed: bool,
 }
 
+/// The outcome of [`Registry::claim`]: who ends a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Claim {
+    /// This call ended it, and it was listed: the caller has its `LEAVE`
+    /// announced.
+    Listed,
+    /// This call ended it; it was not listed (never joined): no `LEAVE`.
+    Unlisted,
+    /// Someone else ended it first: nothing to do.
+    Lost,
+}
+
+impl Claim {
+    /// Whether this call ended the connection.
+    pub(crate) fn won(self) -> bool {
+        self != Claim::Lost
+    }
+}
+
 /// Why a `/nick` was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum NickError {
@@ -167,25 +186,25 @@ impl Registry {
     }
 
     /// Decides that `conn` ends, for `reason`, unless someone decided so
-    /// already: the one place where that race is settled. On success the
-    /// client is no longer listed (its name is free at once) and the
-    /// caller must finish the job: send any `BYE`, shut the socket, and
-    /// have its `LEAVE` announced if the returned flag (was it listed?)
-    /// says so.
-    pub(crate) fn claim_close(&self, conn: &Conn, reason: Reason) -> Option<bool> {
+    /// already: the one place where that race is settled. When this call
+    /// wins, the client is no longer listed (its name is free at once) and
+    /// the caller must finish the job: end the connection (`Conn::finish`,
+    /// `close` or `abort`) and, for [`Claim::Listed`], have its `LEAVE`
+    /// announced.
+    pub(crate) fn claim(&self, conn: &Conn, reason: Reason) -> Claim {
         let mut inner = self.inner.lock();
         if !conn.set_reason(reason) {
-            return None;
+            return Claim::Lost;
         }
         let Some(entry) = inner.conns.get_mut(&conn.id) else {
-            return Some(false);
+            return Claim::Unlisted;
         };
-        let was_listed = std::mem::replace(&mut entry.listed, false);
-        if was_listed {
-            let key = entry.name.to_ascii_lowercase();
-            inner.names.remove(&key);
+        if !std::mem::replace(&mut entry.listed, false) {
+            return Claim::Unlisted;
         }
-        Some(was_listed)
+        let key = entry.name.to_ascii_lowercase();
+        inner.names.remove(&key);
+        Claim::Listed
     }
 
     /// The listed client called `name` (without regard to case).
@@ -259,10 +278,18 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::server::conn::FlusherLink;
+    use crate::server::outbox::Limits;
     use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
 
     fn conn(reg: &Registry, peer: &str) -> Result<Arc<Conn>, Reason> {
+        let (watch, _) = crossbeam_channel::unbounded();
+        let (wake, _) = std::os::unix::net::UnixStream::pair().unwrap();
+        let flusher = FlusherLink {
+            watch,
+            wake: Arc::new(wake),
+        };
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let limits = Admission {
@@ -275,7 +302,11 @@ mod tests {
                 peer.parse().unwrap(),
                 "k".into(),
                 stream,
-                Duration::from_secs(1),
+                Limits {
+                    max_pending: 1024,
+                    max_age: Duration::from_secs(1),
+                },
+                flusher.clone(),
             )
         })
     }
@@ -324,8 +355,8 @@ mod tests {
         let a = conn(&reg, "127.0.0.1:1").unwrap();
         reg.list(a.id);
         reg.rename(a.id, "bob").unwrap();
-        assert_eq!(reg.claim_close(&a, Reason::Quit), Some(true));
-        assert_eq!(reg.claim_close(&a, Reason::Closed), None);
+        assert_eq!(reg.claim(&a, Reason::Quit), Claim::Listed);
+        assert_eq!(reg.claim(&a, Reason::Closed), Claim::Lost);
         assert_eq!(a.reason(), Some(Reason::Quit));
         assert!(reg.find("bob").is_none());
         assert_eq!(reg.list(a.id), None, "a closed connection cannot join");

@@ -4,18 +4,21 @@
 //! Every accepted connection gets its own OS thread (a small one: see
 //! `accept`) running [`run`]. Its life:
 //!
-//! 1. **Greet.** Write `WELCOME`. On a server without a token the client
-//!    joins at the same moment: it is listed, and its `JOIN` is handed to
-//!    the broadcaster while the session still holds the connection's
-//!    write lock, so `WELCOME` is guaranteed to reach the client before
-//!    its `JOIN` and before any other broadcast.
+//! 1. **Greet.** Queue `WELCOME` (it is the first line in the client's
+//!    outbox, so it is the first line the client gets). On a server
+//!    without a token the client joins at once: it is listed, and its
+//!    `JOIN` is handed to the broadcaster. Nothing can overtake the
+//!    greeting: broadcasts start only after the broadcaster has handled the
+//!    `JOIN`, and a `DM` needs the name, which is listed only after the
+//!    greeting is queued. Nothing here waits while holding a lock.
 //! 2. **Loop.** Read a frame, check it against the limits in a fixed
 //!    order, act on it. What the client says to everyone goes to the
-//!    broadcaster's inbox; replies meant for this client alone (`OK`,
-//!    `ERR`, `PONG`, `USERS`…) are written here directly.
+//!    broadcaster (chat lines through its inbox, payloads through the
+//!    payload lane); replies meant for this client alone (`OK`, `ERR`,
+//!    `PONG`, `USERS`…) are queued in its outbox here directly.
 //! 3. **End.** The loop ends with a reason. The session then settles who
-//!    ends the connection (`Registry::claim_close`: the broadcaster may
-//!    have dropped this client as a slow consumer first) and removes the
+//!    ends the connection (`Registry::claim`: the flusher may have
+//!    dropped this client as a slow consumer first) and removes the
 //!    connection from the client map, so that its place is free before
 //!    anyone hears its `LEAVE`. For a member, the goodbye goes
 //!    through the broadcaster: it delivers every event published before
@@ -38,11 +41,22 @@
 //!
 //! A `/send` refused by the rate limit or the token check still has its
 //! payload read and thrown away, so the next line is found where it
-//! should be.
+//! should be. A `/send` counts as one line per `--max-line` bytes it
+//! carries, so `--max-rate` bounds bytes too; `/list` answers are limited
+//! to [`LIST_BYTES_PER_SECOND`] per connection, so that a short request
+//! cannot make the server send megabytes.
+//!
+//! # Time limits
+//!
+//! A line or payload once started must be finished within
+//! `--line-timeout` (`BYE timeout` otherwise), and `--idle-timeout` drops a
+//! silent client after a `PING` it did not answer (see `silence`).
 
-use super::broadcaster::{Inbox, Replay};
-use super::conn::{Conn, WriteError};
-use super::registry::NickError;
+use super::broadcaster::{Inbox, Payload, Replay};
+use super::conn::{Conn, ReadHalf};
+use super::outbox::WriteError;
+use super::rate::{AUTH_FAIL_DELAY, TokenBucket};
+use super::registry::{Claim, NickError};
 use super::{ServerEvent, Shared};
 use crate::protocol::command::HELP;
 use crate::protocol::{
@@ -51,12 +65,11 @@ use crate::protocol::{
 };
 use crate::silence::SilenceWatch;
 use bytes::Bytes;
-use crossbeam_channel::bounded;
+use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
 use std::convert::Infallible;
 use std::io::{self, ErrorKind};
-use std::net::TcpStream;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 use subtle::ConstantTimeEq;
 
 /// Greeting text at the end of `WELCOME`.
@@ -66,32 +79,53 @@ const GREETING: &str = concat!(
     " protocol 1; type /help for commands"
 );
 
-/// A replay is written in groups of at most this many events (one lock
-/// and one vectored write per group), so live broadcasts can slip in
-/// between groups instead of waiting for the whole replay.
-const REPLAY_GROUP_EVENTS: usize = 64;
-const REPLAY_GROUP_BYTES: usize = 256 * 1024;
+/// A replay is queued in pieces of at most this many bytes, each once the
+/// client has taken most of the one before (so a long replay never fills
+/// the outbox past `--max-pending`), and live broadcasts slip in between.
+const REPLAY_PIECE_BYTES: usize = 256 * 1024;
+
+/// `/list` answers one connection may get per second, in bytes (with a
+/// burst of four times as many).
+pub(crate) const LIST_BYTES_PER_SECOND: f64 = 64.0 * 1024.0;
+
+/// How long a `/send` waits for its share of `--max-memory` before it is
+/// refused.
+const BUDGET_WAIT: Duration = Duration::from_secs(2);
 
 /// Sends a `PING` to the client.
 type Pinger = Box<dyn FnMut() -> io::Result<()> + Send>;
 
-/// Runs one connection's session to its end. `stream` is the reading half;
-/// `conn` holds the writing half.
-pub(crate) fn run(shared: Arc<Shared>, conn: Arc<Conn>, stream: TcpStream) {
+/// The session's reader: frames, from the socket, with a watch on the
+/// clock.
+type Reader = FrameReader<SilenceWatch<ReadHalf, Pinger>>;
+
+/// Runs one connection's session to its end.
+pub(crate) fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
     // `--idle-timeout`: PING after half of it, BYE timeout after all.
     let pinger = Arc::clone(&conn);
     let mut pings: u64 = 0;
     let ping = move || {
         pings += 1;
         let ping = ServerLine::Ping(&pings.to_string()).to_line();
-        pinger.send(ping.as_bytes()).map_err(io::Error::from)
+        pinger.send_line(ping.as_bytes()).map_err(io::Error::from)
     };
-    let reader = SilenceWatch::new(stream, shared.config.idle_timeout, Box::new(ping) as Pinger);
+    let config = &shared.config;
+    let reader = SilenceWatch::new(
+        ReadHalf(Arc::clone(&conn)),
+        config.idle_timeout,
+        Box::new(ping) as Pinger,
+    )
+    .with_line_limit(config.line_timeout);
+    let now = Instant::now();
     let mut session = Session {
-        rate: shared.config.max_rate.map(RateLimiter::new),
-        reader: FrameReader::new(reader, shared.config.max_line),
-        authed: shared.config.token.is_none(),
+        rate: config
+            .max_rate
+            .map(|rate| TokenBucket::lines_per_second(rate, now)),
+        list_rate: TokenBucket::new(LIST_BYTES_PER_SECOND, 4.0 * LIST_BYTES_PER_SECOND, now),
+        reader: FrameReader::new(reader, config.max_line),
+        authed: config.token.is_none(),
         joined: false,
+        in_flight: None,
         line: Vec::new(),
         out: Vec::new(),
         shared,
@@ -128,13 +162,18 @@ impl From<WriteError> for End {
 struct Session {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
-    reader: FrameReader<SilenceWatch<Pinger>>,
+    reader: Reader,
     /// Whether the client may do more than `/auth` and `/quit`.
     authed: bool,
     /// Whether the client joined (and so must have a `LEAVE`).
     joined: bool,
     /// `--max-rate`, if set.
-    rate: Option<RateLimiter>,
+    rate: Option<TokenBucket>,
+    /// Bytes of `/list` answers.
+    list_rate: TokenBucket,
+    /// The last payload handed to the broadcaster, until it is published
+    /// (its sender is dropped then).
+    in_flight: Option<Receiver<()>>,
     /// A copy of the line being handled (the reader's buffer is needed
     /// again to read a payload).
     line: Vec<u8>,
@@ -148,13 +187,15 @@ impl Session {
         loop {
             match self.reader.read_line() {
                 Ok(Some(Frame::Line(bytes))) => {
-                    if bytes.is_empty() {
-                        continue; // empty lines are ignored
-                    }
                     self.line.clear();
                     self.line.extend_from_slice(bytes);
+                    self.frame_done();
+                    if self.line.is_empty() {
+                        continue; // empty lines are ignored
+                    }
                 }
                 Ok(Some(Frame::TooLong(_))) => {
+                    self.frame_done();
                     self.too_long()?;
                     continue;
                 }
@@ -179,31 +220,33 @@ impl Session {
             text: GREETING,
         }
         .to_line();
-        if self.authed {
-            self.join_saying(welcome.as_bytes())
-        } else {
-            self.send(welcome.as_bytes())
-        }
+        self.send(welcome.as_bytes())?;
+        if self.authed { self.join() } else { Ok(()) }
     }
 
-    /// Lists the client and queues its `JOIN`, then writes `line`, all
-    /// under the write lock: the client gets `line` before any broadcast.
-    fn join_saying(&mut self, line: &[u8]) -> Result<(), End> {
-        let conn = Arc::clone(&self.conn);
-        let mut writer = conn.lock_writer()?;
-        if let Some(name) = self.shared.registry.list(conn.id) {
+    /// Lists the client and hands its `JOIN` to the broadcaster. Its
+    /// greeting (`WELCOME`, or `OK auth`) is already queued, so it comes
+    /// first.
+    fn join(&mut self) -> Result<(), End> {
+        if let Some(name) = self.shared.registry.list(self.conn.id) {
             self.joined = true;
-            self.to_broadcaster(Inbox::Join {
-                conn: Arc::clone(&conn),
+            self.hand_over(Inbox::Join {
+                conn: Arc::clone(&self.conn),
                 name,
             })?;
         }
-        writer.write_all(&[line])?;
         Ok(())
     }
 
+    /// The frame just read is complete: its time limit stops (and the
+    /// next one's starts, if it has begun).
+    fn frame_done(&mut self) {
+        let more = !self.reader.buffered().is_empty();
+        self.reader.get_mut().frame_done(more);
+    }
+
     fn too_long(&mut self) -> Result<(), End> {
-        if !self.rate_allows() {
+        if !self.rate_allows(1.0) {
             return self.error(ErrorCode::RateLimited, "slow down");
         }
         if !self.authed {
@@ -225,7 +268,9 @@ impl Session {
         if send_len.is_some_and(|len| len > self.shared.config.max_payload) {
             return Err(End::Bye(Reason::PayloadTooLarge));
         }
-        if !self.rate_allows() {
+        // A payload costs one line per --max-line bytes it holds.
+        let cost = 1.0 + send_len.unwrap_or(0) as f64 / self.shared.config.max_line as f64;
+        if !self.rate_allows(cost) {
             return self.refuse(send_len, ErrorCode::RateLimited, "slow down");
         }
         let may_pass = matches!(parsed, Ok(Ok(Some(Command::Auth(_) | Command::Quit(_)))));
@@ -251,10 +296,11 @@ impl Session {
     fn refuse(&mut self, send_len: Option<u64>, code: ErrorCode, text: &str) -> Result<(), End> {
         self.error(code, text)?;
         if let Some(len) = send_len {
+            self.reader.get_mut().allow_payload(len);
             self.reader
                 .skip_payload(len)
                 .map_err(|e| self.read_failed(&e))?;
-            self.payload_end()?;
+            self.payload_end(len)?;
         }
         Ok(())
     }
@@ -262,26 +308,14 @@ impl Session {
     fn dispatch(&mut self, command: Command<'_>) -> Result<(), End> {
         let id = self.conn.id;
         match command {
-            Command::Say(text) => self.to_broadcaster(Inbox::Say {
+            Command::Say(text) => self.hand_over(Inbox::Say {
                 id,
                 text: text.to_string(),
             }),
             Command::Nick(name) => self.nick(name),
-            Command::List => {
-                let names = self.shared.registry.names();
-                let names = names.iter().map(String::as_str).collect();
-                self.reply(&ServerLine::Users { names })
-            }
+            Command::List => self.list(),
             Command::Msg { to, text } => self.direct_message(to, text),
-            Command::Send { len } => {
-                // `len` is at most --max-payload, which fits in memory.
-                let mut payload = Vec::new();
-                self.reader
-                    .read_payload(len as usize, &mut payload)
-                    .map_err(|e| self.read_failed(&e))?;
-                self.payload_end()?;
-                self.to_broadcaster(Inbox::Data { id, payload })
-            }
+            Command::Send { len } => self.payload(len),
             Command::Ping(token) => self.reply(&ServerLine::Pong(token)),
             Command::Pong(_) => Ok(()),
             Command::Resume { after, key } => self.resume(after, key),
@@ -296,17 +330,66 @@ impl Session {
                     detail: "",
                 }
                 .encode(&mut self.out);
-                Ok(self.conn.send(&self.out)?)
+                Ok(self.conn.send_line(&self.out)?)
             }
             Command::Quit(_) => Err(End::Bye(Reason::Quit)),
         }
+    }
+
+    fn list(&mut self) -> Result<(), End> {
+        let names = self.shared.registry.names();
+        let names = names.iter().map(String::as_str).collect();
+        self.out.clear();
+        ServerLine::Users { names }.encode(&mut self.out);
+        if !self.list_rate.spend(self.out.len() as f64, Instant::now()) {
+            let wait = self.list_rate.wait().as_secs_f64().ceil();
+            return self.error(
+                ErrorCode::RateLimited,
+                &format!("/list is limited to 64 KiB of names per second; try again in {wait} s"),
+            );
+        }
+        Ok(self.conn.send_line(&self.out)?)
+    }
+
+    /// Reads a `/send` payload, within the memory budget, and hands it to
+    /// the broadcaster's payload lane.
+    fn payload(&mut self, len: u64) -> Result<(), End> {
+        // `len` is at most --max-payload, which is at most --max-memory.
+        let deadline = Instant::now() + BUDGET_WAIT;
+        let Some(reservation) = self.shared.budget.reserve(len as usize, deadline) else {
+            return self.refuse(
+                Some(len),
+                ErrorCode::RateLimited,
+                "the server is busy with other payloads; this one was dropped, send it again",
+            );
+        };
+        self.reader.get_mut().allow_payload(len);
+        let mut bytes = Vec::new();
+        self.reader
+            .read_payload(len as usize, &mut bytes)
+            .map_err(|e| self.read_failed(&e))?;
+        self.payload_end(len)?;
+        self.wait_for_published()?;
+        let (published, done) = bounded(1);
+        let payload = Payload {
+            id: self.conn.id,
+            bytes,
+            reservation,
+            published,
+        };
+        self.shared
+            .payloads
+            .send(payload)
+            .map_err(|_| End::Silent(Reason::Shutdown))?;
+        self.in_flight = Some(done);
+        Ok(())
     }
 
     fn nick(&mut self, name: &str) -> Result<(), End> {
         match self.shared.registry.rename(self.conn.id, name) {
             Ok(renamed) => {
                 if renamed.is_some() {
-                    self.to_broadcaster(Inbox::Nick {
+                    self.hand_over(Inbox::Nick {
                         id: self.conn.id,
                         new: name.to_string(),
                     })?;
@@ -334,15 +417,15 @@ impl Session {
             .name_of(self.conn.id)
             .unwrap_or_default();
         let line = ServerLine::Dm { from: &from, text }.to_line();
-        match target.send(line.as_bytes()) {
+        match target.send_line(line.as_bytes()) {
             Ok(()) => self.reply(&ServerLine::Ok {
                 what: "msg",
                 detail: &name,
             }),
-            // Our own socket failed (a message to oneself).
+            // Our own outbox failed (a message to oneself).
             Err(e) if Arc::ptr_eq(&target, &self.conn) => Err(e.into()),
             Err(e) => {
-                self.shared.close_and_announce(&target, e.reason());
+                self.shared.drop_client(&target, e.reason());
                 self.error(
                     ErrorCode::NoSuchUser,
                     &format!("{name} could not be reached"),
@@ -361,21 +444,28 @@ impl Session {
             return self.send(ok.as_bytes());
         };
         // Constant time: how long the comparison takes says nothing about
-        // how much of the token was right.
+        // how much of the token was right. An address locked out for too
+        // many failures fails whatever it sends.
+        let ip = self.conn.peer.ip().to_canonical();
+        let failures = &self.shared.auth_failures;
         let good: bool = token.as_bytes().ct_eq(expected.as_bytes()).into();
-        if !good {
+        if !good || failures.locked(ip, Instant::now()) {
+            failures.record(ip, Instant::now());
+            // A guess costs the guesser time.
+            std::thread::sleep(AUTH_FAIL_DELAY);
             return Err(End::Bye(Reason::AuthFailed));
         }
+        self.send(ok.as_bytes())?;
         if self.authed {
-            return self.send(ok.as_bytes());
+            return Ok(());
         }
         self.authed = true;
-        self.join_saying(ok.as_bytes())
+        self.join()
     }
 
     fn resume(&mut self, after: u64, key: Option<&str>) -> Result<(), End> {
         let (reply, answer) = bounded(1);
-        self.to_broadcaster(Inbox::Resume {
+        self.hand_over(Inbox::Resume {
             conn: Arc::clone(&self.conn),
             after,
             key: key.map(str::to_string),
@@ -410,40 +500,62 @@ impl Session {
         })
     }
 
-    /// Writes replayed events in groups; see [`REPLAY_GROUP_EVENTS`].
+    /// Queues replayed events in pieces; see [`REPLAY_PIECE_BYTES`].
     fn write_replay(&mut self, events: &[Bytes]) -> Result<(), End> {
         let mut rest = events;
         while !rest.is_empty() {
             let mut bytes = 0;
             let n = rest
                 .iter()
-                .take(REPLAY_GROUP_EVENTS)
                 .take_while(|e| {
-                    let fits = bytes == 0 || bytes + e.len() <= REPLAY_GROUP_BYTES;
+                    let fits = bytes == 0 || bytes + e.len() <= REPLAY_PIECE_BYTES;
                     bytes += e.len();
                     fits
                 })
                 .count();
-            self.conn.lock_writer()?.write_all(&rest[..n])?;
+            // Wait (bounded) until the client has taken most of the last
+            // piece; if it does not, the flusher drops it meanwhile.
+            let deadline = Instant::now() + self.shared.config.write_timeout;
+            self.conn
+                .wait_for_room(self.shared.config.max_pending / 2, deadline);
+            self.conn.send(&rest[..n])?;
             rest = &rest[n..];
         }
         Ok(())
     }
 
-    /// Checks the LF after a payload; anything else breaks the framing.
-    fn payload_end(&mut self) -> Result<(), End> {
+    /// Checks the LF after a payload; anything else breaks the framing:
+    /// say what was wrong, then `BYE protocol-error`.
+    fn payload_end(&mut self, len: u64) -> Result<(), End> {
+        let next = self.reader.buffered().first().copied();
         match self.reader.read_payload_end() {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(End::Bye(Reason::ProtocolError)),
+            Ok(true) => {
+                self.frame_done();
+                Ok(())
+            }
+            Ok(false) => {
+                let found = next.map_or("another byte".to_string(), |b| format!("{b:?}"));
+                let text = format!(
+                    "/send {len} declared {len} bytes, but byte {} was {found} instead of LF; \
+                     the framing is lost",
+                    len + 1
+                );
+                let _ = self.error(ErrorCode::BadArgs, &text);
+                Err(End::Bye(Reason::ProtocolError))
+            }
             Err(e) => Err(self.read_failed(&e)),
         }
     }
 
-    fn rate_allows(&mut self) -> bool {
-        self.rate.as_mut().is_none_or(|r| r.allow(Instant::now()))
+    fn rate_allows(&mut self, cost: f64) -> bool {
+        self.rate
+            .as_mut()
+            .is_none_or(|r| r.spend(cost, Instant::now()))
     }
 
-    fn to_broadcaster(&self, msg: Inbox) -> Result<(), End> {
+    fn hand_over(&mut self, msg: Inbox) -> Result<(), End> {
+        // A payload of ours still on its way goes first.
+        self.wait_for_published()?;
         // This waits when the inbox is full: the back-pressure that keeps
         // a flood from using unbounded memory.
         self.shared
@@ -452,10 +564,28 @@ impl Session {
             .map_err(|_| End::Silent(Reason::Shutdown))
     }
 
+    /// Waits until the last payload this client sent is published, so
+    /// that what it sends next is numbered after it.
+    fn wait_for_published(&mut self) -> Result<(), End> {
+        let Some(done) = self.in_flight.take() else {
+            return Ok(());
+        };
+        loop {
+            match done.recv_timeout(Duration::from_millis(200)) {
+                Ok(()) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
+                // The broadcaster stopped on a bug: do not wait for ever.
+                Err(RecvTimeoutError::Timeout) if self.shared.is_stopping() => {
+                    return Err(End::Silent(Reason::Shutdown));
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+        }
+    }
+
     fn reply(&mut self, line: &ServerLine<'_>) -> Result<(), End> {
         self.out.clear();
         line.encode(&mut self.out);
-        Ok(self.conn.send(&self.out)?)
+        Ok(self.conn.send_line(&self.out)?)
     }
 
     fn error(&mut self, code: ErrorCode, text: &str) -> Result<(), End> {
@@ -463,11 +593,12 @@ impl Session {
     }
 
     fn send(&self, bytes: &[u8]) -> Result<(), End> {
-        Ok(self.conn.send(bytes)?)
+        Ok(self.conn.send_line(bytes)?)
     }
 
     fn read_failed(&self, e: &io::Error) -> End {
-        if self.reader.get_ref().expired() {
+        let watch = self.reader.get_ref();
+        if watch.expired() || watch.frame_expired() {
             return End::Bye(Reason::Timeout);
         }
         match e.kind() {
@@ -482,26 +613,31 @@ impl Session {
         }
     }
 
-    fn finish(self, end: End) {
-        let shared = &self.shared;
-        let conn = &self.conn;
+    fn finish(mut self, end: End) {
         let (reason, bye) = match end {
             End::Bye(reason) => (reason, true),
             End::Silent(reason) => (reason, false),
         };
-        let stopping = shared.is_stopping();
+        // Our last payload goes out before our `LEAVE`.
+        let _ = self.wait_for_published();
+        let shared = &self.shared;
+        let conn = &self.conn;
         let mut leave = None;
         // At shutdown the server closes the reading side of every socket,
         // which looks like the client closing: leave that connection to
         // the shutdown sequence, which says `BYE shutdown`.
-        if !(stopping && reason == Reason::Closed)
-            && let Some(was_listed) = shared.registry.claim_close(conn, reason)
-        {
-            if was_listed && self.joined {
-                // A member: the broadcaster delivers what it is owed, says
-                // BYE (if any) as the very last line, closes, and tells
-                // the others (not at shutdown). A client that closed on its
-                // own is owed nothing: close at once. At shutdown the
+        let claim = if shared.is_stopping() && reason == Reason::Closed {
+            Claim::Lost
+        } else {
+            shared.registry.claim(conn, reason)
+        };
+        let bye_line = || [Bytes::from(ServerLine::Bye(reason).to_line())];
+        match claim {
+            Claim::Listed if self.joined => {
+                // A member: the broadcaster queues what it is owed, then
+                // the BYE (if any) as the very last line, and tells the
+                // others (not at shutdown). A client that closed on its own
+                // is owed nothing: close at once. At shutdown the
                 // broadcaster is still running: the acceptor stops it only
                 // after every session has ended.
                 if !bye {
@@ -511,12 +647,10 @@ impl Session {
                     id: conn.id,
                     bye: bye.then_some(reason),
                 });
-            } else {
-                if bye {
-                    conn.send_last(ServerLine::Bye(reason).to_line().as_bytes());
-                }
-                conn.close_for(reason);
             }
+            Claim::Listed | Claim::Unlisted if bye => conn.finish(&bye_line()),
+            Claim::Listed | Claim::Unlisted => conn.close_for(reason),
+            Claim::Lost => {}
         }
         // Free the place in the client map (and its `--max-clients` and
         // `--max-per-ip` counts) before the others hear the `LEAVE`: whoever
@@ -533,58 +667,5 @@ impl Session {
             name,
             reason: conn.reason().unwrap_or(Reason::Shutdown),
         });
-    }
-}
-
-/// `--max-rate`: a token bucket. It holds up to twice the rate in tokens,
-/// gains `rate` tokens per second, and every non-empty line takes one. A
-/// client can burst twice its rate, then sustain the rate.
-struct RateLimiter {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimiter {
-    fn new(rate: u32) -> Self {
-        let rate = f64::from(rate);
-        RateLimiter {
-            rate,
-            burst: 2.0 * rate,
-            tokens: 2.0 * rate,
-            last: Instant::now(),
-        }
-    }
-
-    fn allow(&mut self, now: Instant) -> bool {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.last = now;
-        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn rate_limiter_allows_a_burst_of_twice_the_rate_then_the_rate() {
-        let start = Instant::now();
-        let mut r = RateLimiter::new(5);
-        r.last = start;
-        let allowed = (0..20).filter(|_| r.allow(start)).count();
-        assert_eq!(allowed, 10);
-        // One second later: five more.
-        let later = start + Duration::from_secs(1);
-        let allowed = (0..20).filter(|_| r.allow(later)).count();
-        assert_eq!(allowed, 5);
     }
 }
