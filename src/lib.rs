@@ -58,6 +58,7 @@
 compile_error!("tickcast needs a Unix-like system (it sends with MSG_DONTWAIT and waits in poll)");
 
 pub mod client;
+pub mod http;
 pub mod protocol;
 pub mod server;
 mod silence;

@@ -1,0 +1,3 @@
+//! The HTTP door (placeholder; see the files).
+
+pub mod request;
