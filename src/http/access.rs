@@ -170,23 +170,7 @@ impl Access {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::http::request::{RequestReader, TimedRead};
-    use std::io::{self, Read};
-    use std::time::{Duration, Instant};
-
-    struct Bytes(io::Cursor<Vec<u8>>);
-
-    impl Read for Bytes {
-        fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-            self.0.read(out)
-        }
-    }
-
-    impl TimedRead for Bytes {
-        fn set_read_timeout(&mut self, _: Option<Duration>) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::http::request::parse_head;
 
     /// A request with these header lines.
     fn request(target: &str, headers: &[&str]) -> Request {
@@ -196,10 +180,7 @@ mod tests {
             head.push_str("\r\n");
         }
         head.push_str("\r\n");
-        let mut reader = RequestReader::new(Bytes(io::Cursor::new(head.into_bytes())));
-        reader
-            .read_head(Instant::now() + Duration::from_secs(1))
-            .unwrap()
+        parse_head(&head)
     }
 
     fn access() -> Access {

@@ -4,3 +4,4 @@ pub mod access;
 pub mod request;
 pub mod response;
 pub mod route;
+pub mod sse;

@@ -81,6 +81,22 @@ impl TimedRead for &TcpStream {
     }
 }
 
+/// An in-memory request source (tests, examples): reads never wait, so
+/// timeouts mean nothing to it.
+impl TimedRead for &[u8] {
+    fn set_read_timeout(&mut self, _timeout: Option<Duration>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Parses one complete request head held in memory (for tests).
+#[cfg(test)]
+pub(crate) fn parse_head(head: &str) -> Request {
+    RequestReader::new(head.as_bytes())
+        .read_head(Instant::now() + Duration::from_secs(1))
+        .expect("a valid request head")
+}
+
 /// A request method. The ones we route are named; anything else is kept
 /// as sent, to be answered `405`.
 #[derive(Debug, Clone, PartialEq, Eq)]
