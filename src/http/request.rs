@@ -720,6 +720,14 @@ mod tests {
     }
 
     #[test]
+    fn empty_lines_before_a_request_are_skipped() {
+        // Some clients send a CR LF after a POST body; RFC 9112 asks servers
+        // to ignore it.
+        let mut r = RequestReader::new(&b"\r\nGET /stats HTTP/1.1\r\n\r\n"[..]);
+        assert_eq!(r.read_head(soon()).unwrap().path, "/stats");
+    }
+
+    #[test]
     fn a_clean_close_between_requests_is_closed() {
         let mut r = RequestReader::new(Peer::new([]));
         assert!(matches!(r.read_head(soon()), Err(ReadError::Closed)));
