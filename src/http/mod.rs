@@ -41,6 +41,45 @@
 //!
 //! What passes is a [`Route`] to serve and the [`Cors`] headers that every
 //! answer to it carries.
+//!
+//! # One request, start to finish
+//!
+//! What a connection's thread does for each request (here over bytes in
+//! memory; the server reads a `TcpStream`):
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use tickcast::http::{self, Access, Door, HttpError, RequestReader, Response, Route};
+//!
+//! let access = Access::new(None, Vec::new());
+//! let mut reader = RequestReader::new(&b"GET /healthz HTTP/1.1\r\nHost: hub\r\n\r\n"[..]);
+//! let mut out = Vec::new();
+//!
+//! let deadline = Instant::now() + Duration::from_secs(10);
+//! let request = reader.read_head(deadline)?;
+//! let response = match http::admit(&access, &request) {
+//!     Door::Answer(response) => response,
+//!     Door::Enter(route, cors) => {
+//!         // Read (or refuse) the body before answering, so that a
+//!         // kept-alive connection stays in step.
+//!         match reader.read_body(&request, route.body_limit(4096, 1 << 20), deadline) {
+//!             Err(e) => HttpError::from_read(&e, route.too_large_code())
+//!                 .expect("a body error has an answer")
+//!                 .into(),
+//!             Ok(_body) => match route {
+//!                 Route::Healthz => Response::text(200, "ok\n"),
+//!                 _ => unreachable!("only /healthz in this example"),
+//!             },
+//!         }
+//!         .headers(cors.headers())
+//!     }
+//! };
+//! let head_only = request.method == http::Method::Head;
+//! response.write_to(&mut out, head_only, !request.keep_alive())?;
+//! assert!(out.starts_with(b"HTTP/1.1 200 OK\r\n"));
+//! assert!(out.ends_with(b"\r\n\r\nok\n"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
 pub mod access;
 pub mod request;
