@@ -128,10 +128,16 @@ function setStatus(stateName, text) {
   s.textContent = text || stateName;
 }
 
+let missedTimer = 0;
+
+/** The "missed something" badge; it goes after ten minutes (the note in
+ *  the stream stays). */
 function setMissed(text) {
   const m = $("missed");
   m.textContent = text;
   m.hidden = !text;
+  clearTimeout(missedTimer);
+  if (text) missedTimer = setTimeout(() => setMissed(""), 10 * 60 * 1000);
 }
 
 function setName(name) {
