@@ -44,6 +44,11 @@
 //! | … writing to clients without one stalling the others | `server/conn.rs` |
 //! | … the client map (one mutex, never held across I/O) | `server/registry.rs` |
 //! | … the history ring for `/resume` | `server/history.rs` |
+//! | the HTTP door's building blocks (the page, SSE, `/stats`, `/metrics`) | [`http`] |
+//! | … reading a request head and body, with limits and a deadline | [`http::request`] |
+//! | … routes, token and origin checks, responses | [`http::route`], [`http::access`], [`http::response`] |
+//! | … protocol lines as Server-Sent Events | [`http::sse`] |
+//! | … counters and the `/metrics`, `/stats` formats | [`http::stats`] |
 //! | reading while watching for silence (idle timeout, keepalive) | `silence.rs` |
 //! | the client library | [`client`] |
 //! | … a connection's thread: handshake, reading, reconnecting | `client/link.rs` |
@@ -52,12 +57,14 @@
 //! | the `tickcast` command (`serve`, `chat`) | `src/main.rs`, `src/cli/` |
 //!
 //! `ARCHITECTURE.md` in the repository describes the threads, who owns
-//! what, and the invariants; `docs/PROTOCOL.md` the protocol.
+//! what, and the invariants; `docs/PROTOCOL.md` the protocol;
+//! `docs/HTTP.md` the HTTP door.
 
 #[cfg(not(unix))]
 compile_error!("tickcast needs a Unix-like system (it sends with MSG_DONTWAIT and waits in poll)");
 
 pub mod client;
+pub mod http;
 pub mod protocol;
 pub mod server;
 mod silence;
