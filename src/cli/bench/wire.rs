@@ -180,21 +180,31 @@ impl Dialect {
         };
         let line = strip_cr(&buf[..lf]);
         let mut used = lf + 1;
+        // The hot path: `MSG SEQ FROM TEXT` from the publisher, nearly every
+        // line of a run, read without building a `ServerLine` (which would
+        // check the whole line's UTF-8 first).
+        if let Some(rest) = line.strip_prefix(b"MSG ")
+            && let Some((seq, rest)) = split_word(rest)
+            && let Some((from, text)) = split_word(rest)
+            && from == self.publisher.as_bytes()
+            && let Some(seq) = number(seq)
+        {
+            let heard = match read_payload(text) {
+                Some((n, sent_ns)) => Heard::Message {
+                    n,
+                    sent_ns,
+                    seq: Some(seq),
+                },
+                None => refused("a message of the publisher's that is not ours", line),
+            };
+            return Parse::Frame(used, heard);
+        }
+        // Everything else, rare, goes through the protocol's own parser.
         let Ok(text) = std::str::from_utf8(line) else {
             return Parse::Frame(used, refused("a line that is not UTF-8", line));
         };
         let heard = match ServerLine::parse(text) {
             Ok(ServerLine::Welcome { name, .. }) => Heard::Ready(Some(name)),
-            Ok(ServerLine::Msg { seq, from, text }) if from == self.publisher => {
-                match read_payload(text.as_bytes()) {
-                    Some((n, sent_ns)) => Heard::Message {
-                        n,
-                        sent_ns,
-                        seq: Some(seq),
-                    },
-                    None => refused("a message of the publisher's that is not ours", line),
-                }
-            }
             Ok(ServerLine::Data { seq, len, .. }) => {
                 // Raw bytes from some other client: skip them and their LF.
                 let end = usize::try_from(len).unwrap_or(usize::MAX);
@@ -232,7 +242,8 @@ fn parse_nats(buf: &[u8]) -> Parse<'_> {
         let len = rest
             .rsplit(|&b| b == b' ')
             .next()
-            .and_then(|w| std::str::from_utf8(w).ok()?.parse::<usize>().ok());
+            .and_then(number)
+            .and_then(|n| usize::try_from(n).ok());
         let Some(len) = len else {
             return Parse::Frame(used, refused("a bad MSG header", line));
         };
@@ -273,7 +284,7 @@ fn parse_redis(buf: &[u8]) -> Parse<'_> {
         Some(b'*') => {
             // An array of bulk strings and integers: `message CHANNEL
             // PAYLOAD`, or the `subscribe CHANNEL COUNT` confirmation.
-            let Some(count) = number(&line[1..]) else {
+            let Some(count) = number(&line[1..]).and_then(|n| usize::try_from(n).ok()) else {
                 return Parse::Frame(used, refused("a bad array", line));
             };
             let mut at = used;
@@ -315,7 +326,7 @@ fn redis_item(buf: &[u8]) -> Option<(usize, &[u8])> {
     let line = strip_cr(&buf[..lf]);
     match line.first() {
         Some(b'$') => {
-            let len = number(&line[1..])?;
+            let len = usize::try_from(number(&line[1..])?).ok()?;
             let start = lf + 1;
             (buf.len() >= start + len + 2).then(|| (start + len + 2, &buf[start..start + len]))
         }
@@ -328,18 +339,27 @@ pub fn read_payload(payload: &[u8]) -> Option<(u64, u64)> {
     let mut words = payload.splitn(3, |&b| b == b' ');
     let n = number(words.next()?)?;
     let t = number(words.next()?)?;
-    Some((n as u64, t as u64))
+    Some((n, t))
 }
 
-fn number(digits: &[u8]) -> Option<usize> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+/// A decimal number of at most 19 digits (so it fits in 64 bits).
+fn number(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 {
         return None;
     }
-    std::str::from_utf8(digits).ok()?.parse().ok()
+    digits.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
+}
+
+/// The word before the first space, and the rest after it.
+fn split_word(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let space = memchr::memchr(b' ', bytes)?;
+    Some((&bytes[..space], &bytes[space + 1..]))
 }
 
 fn find_lf(buf: &[u8]) -> Option<usize> {
-    buf.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', buf)
 }
 
 fn refused<'a>(what: &str, line: &[u8]) -> Heard<'a> {
