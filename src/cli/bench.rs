@@ -402,6 +402,9 @@ fn run_load(
     })
 }
 
+/// Subscribers connected but not yet subscribed, at most.
+const CONNECTING: usize = 64;
+
 type LoadOutcome = (u64, Duration, cpu::Sample, cpu::Sample);
 
 /// Connects the subscribers, publishes, and waits for the last delivery.
@@ -430,6 +433,19 @@ fn load(
     let mut last_move = Instant::now();
     let mut last_ready = 0;
     for id in 0..plan.subscribers {
+        // Let the server catch up before connecting more: connections it
+        // has not accepted yet wait in its listen backlog (128 for Rust's
+        // TcpListener), and a full backlog leaves new ones hanging in the
+        // kernel's SYN retransmission backoff for many seconds.
+        while id - shared.ready.load(Ordering::SeqCst) >= CONNECTING {
+            let ready = shared.ready.load(Ordering::SeqCst);
+            if ready != last_ready {
+                (last_ready, last_move) = (ready, Instant::now());
+            } else if last_move.elapsed() > plan.timeout || shared.stop.load(Ordering::SeqCst) {
+                break;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
         let mut stream = connect(target)?;
         stream.write_all(&hello)?;
         stream.set_nonblocking(true)?;
