@@ -602,7 +602,11 @@ fn publish(
             let due = (now / interval_ns).floor() as u64 + 1;
             if due <= published {
                 let next = published as f64 * interval_ns - now;
-                sleep_ns(next.min(5e6));
+                // Sleep, never spin: a spinning publisher would take a CPU
+                // from the server it measures. Waking late only makes the
+                // next write carry two messages; their latency still counts
+                // from the schedule.
+                thread::sleep(Duration::from_nanos(next.clamp(1e3, 5e6) as u64));
                 continue;
             }
             take = take.min(due - published);
@@ -626,14 +630,6 @@ fn publish(
         published += take;
     }
     Ok(published)
-}
-
-fn sleep_ns(ns: f64) {
-    if ns > 50_000.0 {
-        thread::sleep(Duration::from_nanos(ns as u64));
-    } else {
-        thread::yield_now();
-    }
 }
 
 /// Writes all of `buf` to a non-blocking socket, waiting in `poll` when
