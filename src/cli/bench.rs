@@ -187,6 +187,8 @@ struct Figures {
     server: String,
     messages: u64,
     deliveries: u64,
+    /// Times a reader thread woke from `poll` to read, while measuring.
+    wakeups: u64,
     elapsed: Duration,
     latency: Histogram<u64>,
     /// CPU seconds used by the server and by the bench during the run.
@@ -364,11 +366,13 @@ fn run_load(
     drop(inboxes);
     let mut latency = Histogram::new_with_bounds(1, 60_000_000_000, 3)?;
     let mut deliveries = 0;
+    let mut wakeups = 0;
     let mut received = Vec::new();
     for reader in readers {
         let out = reader.join().map_err(|_| "a reader thread panicked")?;
         latency.add(&out.latency)?;
         deliveries += out.deliveries;
+        wakeups += out.wakeups;
         received.extend(out.received);
     }
     progress.clear();
@@ -390,6 +394,7 @@ fn run_load(
         server,
         messages,
         deliveries,
+        wakeups,
         elapsed,
         latency,
         server_cpu: before.server.zip(after.server).map(|(a, b)| ticks(a, b)),
@@ -483,6 +488,7 @@ fn load(
         return Err("the server lists fewer clients than the bench connected".into());
     }
 
+    shared.measuring.store(true, Ordering::SeqCst);
     let before = cpu::sample(server_cpu)?;
     let start = Instant::now();
     let for_publisher = Arc::clone(shared);
@@ -538,6 +544,7 @@ fn load(
     }
     let elapsed = start.elapsed();
     let after = cpu::sample(server_cpu)?;
+    shared.measuring.store(false, Ordering::SeqCst);
     shared.stop.store(true, Ordering::SeqCst);
     let messages = match published {
         Some(Ok(n)) => n,
@@ -802,6 +809,14 @@ fn table(args: &BenchArgs, plan: &Plan, f: &Figures) -> String {
             f.bench_cpu.as_secs_f64()
         ),
     );
+    row(
+        "bench reader wake-ups",
+        format!(
+            "{} ({:.1} deliveries each)",
+            f.wakeups,
+            f.deliveries as f64 / f.wakeups.max(1) as f64
+        ),
+    );
     if f.failures.is_empty() {
         row(
             "check",
@@ -861,6 +876,7 @@ fn json(args: &BenchArgs, plan: &Plan, f: &Figures) -> serde_json::Value {
         "server_cpu_ns_per_delivery": f.server_cpu.and_then(|c| per_delivery(c, f.deliveries)),
         "bench_cpu_s": f.bench_cpu.as_secs_f64(),
         "bench_cpu_ns_per_delivery": per_delivery(f.bench_cpu, f.deliveries),
+        "bench_reader_wakeups": f.wakeups,
         "check": {
             "ok": f.failures.is_empty() && f.deliveries == expected,
             "failures": f.failures,

@@ -70,6 +70,9 @@ pub struct Shared {
     /// Set once the figures are taken: from then on a closing server is
     /// expected, not a failure.
     pub finished: AtomicBool,
+    /// Set while the figures are being taken (from the first message
+    /// published to the last one delivered).
+    pub measuring: AtomicBool,
     /// Subscribers that are connected and subscribed.
     pub ready: AtomicUsize,
     /// Deliveries so far, per reader thread (for the progress line).
@@ -87,6 +90,7 @@ impl Shared {
             window,
             stop: AtomicBool::new(false),
             finished: AtomicBool::new(false),
+            measuring: AtomicBool::new(false),
             ready: AtomicUsize::new(0),
             delivered: (0..readers).map(|_| AtomicU64::new(0)).collect(),
             publisher_owes: Mutex::new(Vec::new()),
@@ -202,6 +206,8 @@ struct Sub {
 pub struct Outcome {
     pub latency: Histogram<u64>,
     pub deliveries: u64,
+    /// Returns from `poll` with something to read, while measuring.
+    pub wakeups: u64,
     /// Per subscriber: its id and how many messages it received.
     pub received: Vec<(usize, u64)>,
 }
@@ -231,6 +237,7 @@ pub fn run(shared: &Shared, index: usize, incoming: Receiver<NewSocket>) -> Outc
         scratch: vec![0; SCRATCH],
     };
     let mut ready = Vec::new();
+    let mut wakeups = 0;
     while !shared.stop.load(Ordering::Relaxed) {
         r.take_new(&incoming);
         ready.clear();
@@ -255,6 +262,9 @@ pub fn run(shared: &Shared, index: usize, incoming: Receiver<NewSocket>) -> Outc
                     .map(|(i, _)| i),
             );
         }
+        if !ready.is_empty() && shared.measuring.load(Ordering::Relaxed) {
+            wakeups += 1;
+        }
         for &i in &ready {
             r.service(i);
         }
@@ -263,6 +273,7 @@ pub fn run(shared: &Shared, index: usize, incoming: Receiver<NewSocket>) -> Outc
     Outcome {
         latency: r.latency,
         deliveries: r.deliveries,
+        wakeups,
         received: r
             .subs
             .iter()
