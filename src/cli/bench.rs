@@ -189,6 +189,8 @@ struct Figures {
     deliveries: u64,
     /// Times a reader thread woke from `poll` to read, while measuring.
     wakeups: u64,
+    /// Connecting and subscribing every subscriber.
+    setup: Duration,
     elapsed: Duration,
     latency: Histogram<u64>,
     /// CPU seconds used by the server and by the bench during the run.
@@ -261,9 +263,9 @@ fn plan(args: &BenchArgs) -> Result<Plan, String> {
 }
 
 fn measure(args: &BenchArgs, plan: &Plan) -> Result<Figures, Box<dyn Error>> {
-    // Every subscriber is a socket here, and one more in an in-process
-    // server.
-    let per_subscriber = if args.target.is_none() { 2 } else { 1 };
+    // Every subscriber is a socket here, and two more in an in-process
+    // server (a connection's socket and the clone its writer holds).
+    let per_subscriber = if args.target.is_none() { 3 } else { 1 };
     cpu::ensure_files(plan.subscribers as u64 * per_subscriber + 64)?;
 
     let (hub, target, server_cpu, server) = match &args.target {
@@ -376,7 +378,7 @@ fn run_load(
         received.extend(out.received);
     }
     progress.clear();
-    let (messages, elapsed, before, after) = outcome?;
+    let (messages, setup, elapsed, before, after) = outcome?;
     let mut failures = shared.failures();
     if failures.is_empty() {
         received.sort_unstable();
@@ -395,6 +397,7 @@ fn run_load(
         messages,
         deliveries,
         wakeups,
+        setup,
         elapsed,
         latency,
         server_cpu: before.server.zip(after.server).map(|(a, b)| ticks(a, b)),
@@ -410,7 +413,9 @@ fn run_load(
 /// Subscribers connected but not yet subscribed, at most.
 const CONNECTING: usize = 64;
 
-type LoadOutcome = (u64, Duration, cpu::Sample, cpu::Sample);
+/// Messages published, time to connect and subscribe, time to publish
+/// and deliver, CPU before and after.
+type LoadOutcome = (u64, Duration, Duration, cpu::Sample, cpu::Sample);
 
 /// Connects the subscribers, publishes, and waits for the last delivery.
 #[allow(clippy::too_many_arguments)]
@@ -434,6 +439,7 @@ fn load(
         leftover: rest,
     });
 
+    let setup = Instant::now();
     let hello = shared.dialect.subscriber_hello();
     let mut last_move = Instant::now();
     let mut last_ready = 0;
@@ -474,7 +480,8 @@ fn load(
             (last_ready, last_move) = (ready, Instant::now());
         } else if last_move.elapsed() > plan.timeout {
             return Err(format!(
-                "only {ready} of {} subscribers were set up after {:?} without progress",
+                "only {ready} of {} subscribers were set up after {:?} without progress \
+                 (is the server at its connection limit, or out of file descriptors?)",
                 plan.subscribers, plan.timeout
             )
             .into());
@@ -488,6 +495,7 @@ fn load(
         return Err("the server lists fewer clients than the bench connected".into());
     }
 
+    let setup = setup.elapsed();
     shared.measuring.store(true, Ordering::SeqCst);
     let before = cpu::sample(server_cpu)?;
     let start = Instant::now();
@@ -557,7 +565,7 @@ fn load(
             None => 0,
         },
     };
-    Ok((messages, elapsed, before, after))
+    Ok((messages, setup, elapsed, before, after))
 }
 
 fn setup_failure(shared: &Shared) -> Box<dyn Error> {
@@ -766,6 +774,13 @@ fn table(args: &BenchArgs, plan: &Plan, f: &Figures) -> String {
     let mut row = |k: &str, v: String| out.push_str(&format!("  {k:<22} {v}\n"));
     row("server", f.server.clone());
     row("load", describe(args, plan));
+    row(
+        "setup",
+        format!(
+            "{:.3} s to connect and subscribe every subscriber",
+            f.setup.as_secs_f64()
+        ),
+    );
     row("elapsed", format!("{:.3} s", f.elapsed.as_secs_f64()));
     row(
         "messages",
@@ -864,6 +879,7 @@ fn json(args: &BenchArgs, plan: &Plan, f: &Figures) -> serde_json::Value {
         "subscribers": plan.subscribers,
         "payload_bytes": plan.payload,
         "readers": plan.readers,
+        "setup_s": f.setup.as_secs_f64(),
         "elapsed_s": f.elapsed.as_secs_f64(),
         "messages": f.messages,
         "deliveries": f.deliveries,

@@ -104,8 +104,9 @@ pub fn ensure_files(needed: u64) -> Result<(), String> {
     if needed > hard {
         return Err(format!(
             "this run needs about {needed} open files but the limit is {hard} \
-             (raise it with `ulimit -n`; an in-process server needs two per \
-             subscriber: run `tickcast serve` apart and use --target)"
+             (raise the hard limit; the bench needs one per subscriber, and \
+             an in-process server two more: `tickcast serve` in another process \
+             and --target leave the bench only its own)"
         ));
     }
     Ok(())
