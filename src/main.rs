@@ -19,6 +19,7 @@ struct Tickcast {
 enum Command {
     Serve(cli::serve::ServeArgs),
     Chat(cli::chat::ChatArgs),
+    Bench(cli::bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -26,6 +27,7 @@ fn main() -> ExitCode {
     let result = match args.command {
         Command::Serve(args) => cli::serve::run(args),
         Command::Chat(args) => cli::chat::run(args),
+        Command::Bench(args) => cli::bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,5 +1,6 @@
 //! The subcommands of the `tickcast` binary.
 
+pub mod bench;
 pub mod chat;
 pub mod serve;
 

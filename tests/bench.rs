@@ -1,0 +1,284 @@
+//! `tickcast bench`, run as the real binary: it measures a server in its
+//! own process or one at `--target`, and it notices when a server loses,
+//! doubles or reorders a message. No test here asserts a speed: figures
+//! are printed, not checked.
+
+mod support;
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::Instant;
+use support::WAIT;
+
+/// Runs `tickcast bench ARGS`, killing it if it outlives [`WAIT`].
+fn bench(args: &[&str]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickcast"))
+        .arg("bench")
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start tickcast bench");
+    let start = Instant::now();
+    while child.try_wait().expect("wait").is_none() {
+        if start.elapsed() > WAIT {
+            let _ = child.kill();
+            panic!("tickcast bench {args:?} ran for more than {WAIT:?}");
+        }
+        thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("collect output")
+}
+
+/// The `--json` report of a run.
+fn report(out: &Output) -> Value {
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(&stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {stdout:?}; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn assert_all_delivered(out: &Output, subscribers: u64, messages: u64) -> Value {
+    let json = report(out);
+    assert!(
+        out.status.success(),
+        "bench failed: {json}; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json["check"]["ok"], true, "{json}");
+    assert_eq!(json["check"]["failures"], serde_json::json!([]), "{json}");
+    assert_eq!(json["messages"], messages, "{json}");
+    assert_eq!(json["deliveries"], subscribers * messages, "{json}");
+    assert_eq!(
+        json["expected_deliveries"],
+        subscribers * messages,
+        "{json}"
+    );
+    json
+}
+
+#[test]
+fn an_in_process_server_delivers_every_message_once_in_order() {
+    let out = bench(&["--subscribers", "5", "--count", "200", "--json"]);
+    let json = assert_all_delivered(&out, 5, 200);
+    assert_eq!(json["peer"], "tickcast");
+    // The bench can see its own server's threads.
+    assert!(json["server_cpu_ns_per_delivery"].is_number(), "{json}");
+    for p in ["p50", "p90", "p99", "p99_9", "max"] {
+        assert!(json["latency_ns"][p].as_u64().unwrap() > 0, "{json}");
+    }
+}
+
+#[test]
+fn rate_mode_and_payload_size() {
+    let out = bench(&[
+        "--subscribers",
+        "3",
+        "--mode",
+        "rate",
+        "--rate",
+        "2000",
+        "--count",
+        "100",
+        "--payload",
+        "1000",
+        "--readers",
+        "2",
+        "--json",
+    ]);
+    let json = assert_all_delivered(&out, 3, 100);
+    assert_eq!(json["mode"], "rate");
+    assert_eq!(json["payload_bytes"], 1000);
+}
+
+#[test]
+fn the_table_says_ok() {
+    let out = bench(&["--subscribers", "2", "--count", "50"]);
+    assert!(out.status.success());
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("deliveries             100 ("), "{table}");
+    assert!(table.contains("check                  OK"), "{table}");
+}
+
+#[test]
+fn a_running_server_at_target() {
+    let hub = support::start(tickcast::server::Config {
+        max_clients: 64,
+        ..support::config()
+    });
+    let addr = hub.local_addr().to_string();
+    // This test process is the server's: its CPU time stands in.
+    let pid = std::process::id().to_string();
+    let out = bench(&[
+        "--target",
+        &addr,
+        "--server-pid",
+        &pid,
+        "--subscribers",
+        "5",
+        "--count",
+        "200",
+        "--json",
+    ]);
+    let json = assert_all_delivered(&out, 5, 200);
+    assert!(json["server"].as_str().unwrap().contains(&addr), "{json}");
+    assert!(json["server_cpu_s"].is_number(), "{json}");
+    // Without --server-pid the server's CPU is not known.
+    let out = bench(&[
+        "--target",
+        &addr,
+        "--subscribers",
+        "2",
+        "--count",
+        "20",
+        "--json",
+    ]);
+    let json = assert_all_delivered(&out, 2, 20);
+    assert!(json["server_cpu_ns_per_delivery"].is_null(), "{json}");
+}
+
+/// How a [`fake_server`] mistreats the second subscriber.
+#[derive(Clone, Copy)]
+enum Fault {
+    /// Message 57 never reaches it (its SEQ is skipped).
+    Drop,
+    /// Message 57 reaches it twice.
+    Double,
+    /// Messages 57 and 58 reach it swapped.
+    Swap,
+}
+
+/// A tiny tickcast look-alike that gets one thing wrong: every line a
+/// client says is broadcast as `MSG SEQ guest-ID TEXT`, except as `fault`
+/// says. The publisher connects first (guest-1), the subscribers after.
+fn fake_server(fault: Fault) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let clients: Arc<Mutex<Vec<(u64, TcpStream)>>> = Arc::default();
+    let seq = Arc::new(Mutex::new(0u64));
+    thread::spawn(move || {
+        for (id, stream) in (1u64..).zip(listener.incoming()) {
+            let Ok(mut stream) = stream else { return };
+            let welcome =
+                format!("WELCOME {id} guest-{id} 2026-11-22T10:00:05.123Z 00ff 0123 fake\n");
+            if stream.write_all(welcome.as_bytes()).is_err() {
+                continue;
+            }
+            clients
+                .lock()
+                .unwrap()
+                .push((id, stream.try_clone().unwrap()));
+            let (clients, seq) = (Arc::clone(&clients), Arc::clone(&seq));
+            thread::spawn(move || {
+                let mut held: Option<String> = None;
+                for line in BufReader::new(stream).lines() {
+                    let Ok(text) = line else { return };
+                    let mut seq = seq.lock().unwrap();
+                    *seq += 1;
+                    let msg = format!("MSG {} guest-{id} {text}\n", *seq);
+                    let n = text.split(' ').next().unwrap_or_default();
+                    for (to, out) in clients.lock().unwrap().iter_mut() {
+                        let victim = *to == 3;
+                        let lines = match (fault, victim, n) {
+                            (Fault::Drop, true, "57") => String::new(),
+                            (Fault::Double, true, "57") => msg.repeat(2),
+                            (Fault::Swap, true, "57") => {
+                                held = Some(msg.clone());
+                                String::new()
+                            }
+                            (Fault::Swap, true, "58") => msg.clone() + &held.take().unwrap(),
+                            _ => msg.clone(),
+                        };
+                        let _ = out.write_all(lines.as_bytes());
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn the_checker_catches_a_server_that_loses_doubles_or_reorders() {
+    for (fault, words) in [
+        (Fault::Drop, "lost"),
+        (Fault::Double, "twice"),
+        (Fault::Swap, "SEQ 59 after SEQ 57"),
+    ] {
+        let addr = fake_server(fault).to_string();
+        let out = bench(&[
+            "--target",
+            &addr,
+            "--subscribers",
+            "3",
+            "--count",
+            "200",
+            "--timeout",
+            "5s",
+            "--json",
+        ]);
+        assert!(!out.status.success(), "a broken server passed");
+        let json = report(&out);
+        assert_eq!(json["check"]["ok"], false, "{json}");
+        let failures = json["check"]["failures"].to_string();
+        assert!(failures.contains("subscriber 1"), "{failures}");
+        assert!(failures.contains(words), "{words:?} not in {failures}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("the check failed"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_silent_server_times_out_instead_of_hanging() {
+    // Accepts, greets, and then never relays anything.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    thread::spawn(move || {
+        for (id, stream) in (1u64..).zip(listener.incoming()) {
+            let Ok(mut stream) = stream else { return };
+            let welcome = format!("WELCOME {id} guest-{id} 2026-11-22T10:00:05.123Z 00 01 x\n");
+            let _ = stream.write_all(welcome.as_bytes());
+            thread::spawn(move || {
+                let mut sink = [0u8; 4096];
+                while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let out = bench(&[
+        "--target",
+        &addr,
+        "--subscribers",
+        "2",
+        "--count",
+        "10",
+        "--timeout",
+        "1s",
+        "--json",
+    ]);
+    assert!(!out.status.success());
+    let failures = report(&out)["check"]["failures"].to_string();
+    assert!(failures.contains("no progress"), "{failures}");
+}
+
+#[test]
+fn bad_arguments_are_refused() {
+    for args in [
+        &["--peer", "nats"][..],
+        &["--mode", "rate"],
+        &["--count", "5", "--duration", "1s"],
+        &["--subscribers", "0"],
+        &["--server-pid", "1"],
+    ] {
+        let out = bench(args);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(out.stdout.is_empty(), "{args:?} printed a report");
+    }
+}
