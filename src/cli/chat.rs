@@ -55,7 +55,7 @@ pub struct ChatArgs {
 }
 
 pub fn run(args: ChatArgs) -> Result<(), Box<dyn Error>> {
-    let token = super::token(args.token);
+    let token = super::token(args.token)?;
     let config = ClientConfig {
         name: args.name,
         token,
