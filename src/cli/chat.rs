@@ -52,7 +52,7 @@ use tickcast::protocol::{Command, ErrorCode, Reason, SERVER_SENDER};
             was lost. Options take their value after a space: `--name alice`."
 )]
 pub struct ChatArgs {
-    /// server address, like 127.0.0.1:7878 or localhost:7878
+    /// server address, like 127.0.0.1:7878, localhost:7878 or :7878
     /// [127.0.0.1:7878]
     #[argh(positional, default = "String::from(\"127.0.0.1:7878\")")]
     addr: String,
@@ -93,8 +93,21 @@ pub fn run(args: ChatArgs) -> Result<(), Box<dyn Error>> {
         redundant: args.redundant,
         ..ClientConfig::default()
     };
-    let client = Client::with_config(args.addr.as_str(), config)
-        .map_err(|e| format!("cannot join {}: {}", args.addr, in_words(&e)))?;
+    // `:PORT` is this machine, as for `serve --bind`.
+    let addr = match args.addr.strip_prefix(':') {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => args.addr,
+    };
+    let client = Client::with_config(addr.as_str(), config).map_err(|e| {
+        let hint = match e {
+            ClientError::Connect(_) => {
+                " (is the server running there? an address looks like 127.0.0.1:7878 or \
+                 localhost:7878)"
+            }
+            _ => "",
+        };
+        format!("cannot join {addr}: {}{hint}", in_words(&e))
+    })?;
 
     let human = !args.raw;
     let interactive = human && io::stdin().is_terminal() && io::stdout().is_terminal();
