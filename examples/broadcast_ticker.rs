@@ -6,9 +6,15 @@
 //! ```
 //!
 //! It starts the hub with a ticker whose text is a simulated price board,
-//! runs a few demo clients (the `tickcast::client` library) that print
-//! what they receive, and tells you how to join in with `nc`, `telnet` or
-//! `tickcast chat`. Ctrl-C stops everything cleanly.
+//! runs a few demo clients (the `tickcast::client` library), and tells you
+//! how to join in with `nc`, `telnet` or `tickcast chat`. The first demo
+//! client prints what it receives (the others receive the same, in the
+//! same order, so printing theirs would only repeat it), and every 10
+//! seconds the hint on how to join is printed again, so it never scrolls
+//! away for long. Ctrl-C stops everything cleanly.
+//!
+//! Every thread has a name (`demo-1`, `hub-watcher`…), which shows in
+//! debuggers, `top -H` and panic messages.
 
 use argh::FromArgs;
 use crossbeam_channel::{bounded, select, tick};
@@ -85,26 +91,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     )?;
     let addr = hub.local_addr();
     println!("tickcast price board on {addr}");
-    println!("  join in:  nc {} {}", addr.ip(), addr.port());
-    println!("            telnet {} {}", addr.ip(), addr.port());
-    println!("            cargo run -- chat {addr} --name you");
-    println!("  Ctrl-C stops it.\n");
+    print_hint(addr);
 
     // The embedding program watches the hub too.
     let hub_events = hub.events();
-    let watcher = thread::spawn(move || {
-        for event in hub_events.iter() {
-            match event {
-                ServerEvent::Joined { name, .. } => println!("[hub] {name} joined"),
-                ServerEvent::Renamed { old, new, .. } => println!("[hub] {old} is now {new}"),
-                ServerEvent::Left { name, reason, .. } => println!("[hub] {name} left ({reason})"),
-                ServerEvent::Message { name, text, .. } => println!("[hub] {name} said {text:?}"),
-                _ => {}
+    let watcher = thread::Builder::new()
+        .name("hub-watcher".into())
+        .spawn(move || {
+            for event in hub_events.iter() {
+                match event {
+                    ServerEvent::Joined { name, .. } => println!("[hub] {name} joined"),
+                    ServerEvent::Renamed { old, new, .. } => println!("[hub] {old} is now {new}"),
+                    ServerEvent::Left { name, reason, .. } => {
+                        println!("[hub] {name} left ({reason})")
+                    }
+                    ServerEvent::Message { name, text, .. } => {
+                        println!("[hub] {name} said {text:?}")
+                    }
+                    _ => {}
+                }
             }
-        }
-    });
+        })?;
 
-    // Demo clients: each prints what it receives.
+    // Demo clients: the first prints what it receives.
     let mut demos = Vec::new();
     for n in 1..=args.clients {
         let name = format!("demo-{n}");
@@ -117,8 +126,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         )?;
         let client = Arc::new(client);
         let reader = Arc::clone(&client);
-        let printer = thread::spawn(move || {
+        let prints = n == 1;
+        let printer = thread::Builder::new().name(name.clone()).spawn(move || {
             for event in reader.events().iter() {
+                if !prints {
+                    // Read anyway: events queue up until they are read.
+                    if let Event::Closed(_) = event {
+                        break;
+                    }
+                    continue;
+                }
                 match event {
                     Event::Tick { seq, text, .. } => println!("[{name}] #{seq} {text}"),
                     Event::Msg { seq, from, text } => println!("[{name}] #{seq} <{from}> {text}"),
@@ -130,7 +147,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     _ => {}
                 }
             }
-        });
+        })?;
         demos.push((client, printer));
     }
     if let Some((first, _)) = demos.first() {
@@ -146,12 +163,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some(s) => crossbeam_channel::after(Duration::from_secs(s)),
         None => crossbeam_channel::never(),
     };
-    let heartbeat = tick(Duration::from_secs(30));
+    let heartbeat = tick(Duration::from_secs(10));
     loop {
         select! {
             recv(stop) -> _ => break,
             recv(deadline) -> _ => break,
-            recv(heartbeat) -> _ => println!("[hub] {} clients connected", hub.clients().len()),
+            recv(heartbeat) -> _ => {
+                println!("\n[hub] {} clients connected", hub.clients().len());
+                print_hint(addr);
+            }
         }
     }
 
@@ -165,6 +185,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let _ = watcher.join();
     println!("stopped cleanly");
     Ok(())
+}
+
+/// How to join in: printed at the start and every 10 seconds.
+fn print_hint(addr: SocketAddr) {
+    println!("  join in:  cargo run --release -- chat {addr} --name you");
+    println!(
+        "            nc {} {}   or   telnet {} {}",
+        addr.ip(),
+        addr.port(),
+        addr.ip(),
+        addr.port()
+    );
+    println!("  Ctrl-C stops it.\n");
 }
 
 /// Binds the port asked for; without one, 7878 or else any free port.

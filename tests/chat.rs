@@ -9,7 +9,7 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread;
 use std::time::Duration;
 use support::proxy::Proxy;
-use support::{WAIT, config, joined, start};
+use support::{WAIT, config, joined, named, start};
 
 /// A running `tickcast chat`, its stdin, and its stdout line by line.
 struct Chat {
@@ -213,4 +213,237 @@ fn human_mode_prints_time_and_names() {
     );
     let (_, status) = chat.finish();
     assert!(status.success());
+}
+
+#[test]
+fn one_line_per_outage_and_a_clean_restart_is_not_called_a_loss() {
+    let server = start(config());
+    let addr = server.local_addr();
+    let chat = Chat::start(addr, &["--name", "alice"]);
+    let mut lines = Vec::new();
+    wait_for(&chat, &mut lines, |l| {
+        l.iter().any(|l| l.ends_with("* connected as alice"))
+    });
+    server.shutdown();
+    drop(server); // waits until it is gone, port closed
+    // While the server is down, something on its port takes the chat's
+    // reconnects and drops each of them: several failed attempts.
+    let stand_in = std::net::TcpListener::bind(addr).expect("rebind the port");
+    for _ in 0..3 {
+        let (conn, _) = stand_in.accept().unwrap();
+        drop(conn);
+    }
+    drop(stand_in);
+    let listener = std::net::TcpListener::bind(addr).expect("rebind the port");
+    let _restarted = tickcast::server::spawn_on(listener, config()).unwrap();
+    wait_for(&chat, &mut lines, |l| {
+        l.iter().any(|l| l.ends_with("* reconnected as alice"))
+    });
+    let (rest, status) = chat.finish();
+    assert!(status.success());
+    lines.extend(rest);
+    let outage: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("reconnecting") || l.contains("lost the connection"))
+        .collect();
+    assert_eq!(outage.len(), 1, "{lines:#?}");
+    assert!(
+        outage[0].ends_with("* the server stopped; reconnecting when it is back…"),
+        "{lines:#?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.ends_with("* the server restarted")),
+        "{lines:#?}"
+    );
+    assert!(!lines.iter().any(|l| l.contains("lost")), "{lines:#?}");
+}
+
+#[test]
+fn help_lists_this_clients_commands_and_ticks_can_be_hidden() {
+    let server = start(tickcast::server::Config {
+        tick: Some(Duration::from_millis(20)),
+        ..config()
+    });
+    let mut chat = Chat::start(server.local_addr(), &["--name", "alice", "--no-ticks"]);
+    let mut lines = Vec::new();
+    wait_for(&chat, &mut lines, |l| {
+        l.iter().any(|l| l.ends_with("* connected as alice"))
+    });
+    chat.type_line("/HELP");
+    wait_for(&chat, &mut lines, |l| {
+        l.iter().any(|l| l.contains("/quit [REASON]"))
+    });
+    for command in ["/send FILE", "/ticks on|off", "/msg NAME TEXT"] {
+        assert!(lines.iter().any(|l| l.contains(command)), "{lines:#?}");
+    }
+    // Not the server's list: nothing this client would refuse.
+    for refused in ["/resume", "/auth", "/pong"] {
+        assert!(!lines.iter().any(|l| l.contains(refused)), "{lines:#?}");
+    }
+    chat.type_line("/auth x");
+    wait_for(&chat, &mut lines, |l| {
+        l.iter()
+            .any(|l| l.ends_with("use --token or TICKCAST_TOKEN"))
+    });
+    // Ticks every 20 ms, hidden; a file sent arrives; then ticks shown.
+    let file = std::env::temp_dir().join(format!("tickcast-chat-{}.txt", std::process::id()));
+    std::fs::write(&file, "from a file\n").unwrap();
+    chat.type_line(&format!("/send {}", file.display()));
+    wait_for(&chat, &mut lines, |l| {
+        l.iter()
+            .any(|l| l.ends_with("* alice sent 12 bytes: from a file"))
+    });
+    let _ = std::fs::remove_file(&file);
+    assert!(!lines.iter().any(|l| l.contains("* tick")), "{lines:#?}");
+    chat.type_line("/ticks on");
+    wait_for(&chat, &mut lines, |l| {
+        l.iter().any(|l| l.contains("* tick "))
+    });
+    chat.finish();
+}
+
+#[test]
+fn a_token_server_says_how_to_give_the_token() {
+    let server = start(tickcast::server::Config {
+        token: Some("s3cret".into()),
+        ..config()
+    });
+    let mut chat = Chat::start(server.local_addr(), &[]);
+    chat.type_line("hello");
+    let mut lines = Vec::new();
+    wait_for(&chat, &mut lines, |l| {
+        l.iter()
+            .any(|l| l.ends_with("! this server needs a token: use --token or TICKCAST_TOKEN"))
+    });
+    assert!(!lines.iter().any(|l| l.contains("/auth")), "{lines:#?}");
+    chat.finish();
+}
+
+/// A tmux server of its own (its own socket), with one window running a
+/// command in a real terminal; killed on drop.
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn start(command: &str, env: &[(&str, &str)]) -> Tmux {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let socket = format!("tickcast-test-{}-{n}", std::process::id());
+        let mut tmux = Command::new("tmux");
+        tmux.args(["-L", &socket, "new-session", "-d", "-x", "100", "-y", "30"]);
+        for (k, v) in env {
+            tmux.args(["-e", &format!("{k}={v}")]);
+        }
+        let status = tmux
+            .arg(command)
+            .env("TERM", "xterm")
+            .status()
+            .expect("run tmux");
+        assert!(status.success());
+        Tmux { socket }
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", &self.socket])
+            .args(args)
+            .output()
+            .expect("run tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// What the window shows (with colour codes when `escapes`).
+    fn screen(&self, escapes: bool) -> String {
+        let mut args = vec!["capture-pane", "-p"];
+        if escapes {
+            args.push("-e");
+        }
+        self.tmux(&args)
+    }
+
+    /// Polls the window (tmux cannot tell when it changes) until `done`
+    /// holds, for at most WAIT.
+    fn wait_for(&self, done: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        loop {
+            let screen = self.screen(false);
+            if done(&screen) {
+                return screen;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stuck; the window shows:\n{screen}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn type_text(&self, text: &str) {
+        self.tmux(&["send-keys", "-l", text]);
+    }
+
+    fn press(&self, key: &str) {
+        self.tmux(&["send-keys", key]);
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.tmux(&["kill-server"]);
+    }
+}
+
+/// The chat's command line in the shell words tmux runs.
+fn chat_command(addr: SocketAddr, args: &str) -> String {
+    format!("{} chat {addr} {args}", env!("CARGO_BIN_EXE_tickcast"))
+}
+
+#[test]
+#[ignore = "needs tmux (apt-get install tmux); scripts/test runs it"]
+fn in_a_terminal_an_incoming_line_does_not_break_the_typed_one() {
+    let server = start(config());
+    let tmux = Tmux::start(&chat_command(server.local_addr(), "--name alice"), &[]);
+    tmux.wait_for(|s| s.contains("* connected as alice"));
+    tmux.type_text("half typed");
+    tmux.wait_for(|s| s.lines().any(|l| l == "> half typed"));
+    let mut bob = named(server.local_addr(), "bob");
+    bob.line("an incoming line");
+    let screen = tmux.wait_for(|s| s.contains("<bob> an incoming line"));
+    let lines: Vec<&str> = screen.lines().filter(|l| !l.trim().is_empty()).collect();
+    // The incoming line is a line of its own, above the prompt...
+    let incoming = lines
+        .iter()
+        .find(|l| l.contains("<bob> an incoming line"))
+        .unwrap();
+    assert!(
+        incoming.starts_with('[') && incoming.ends_with("] <bob> an incoming line"),
+        "{screen}"
+    );
+    // ...and the typed text is still whole, on the prompt line, last.
+    assert_eq!(lines.last(), Some(&"> half typed"), "{screen}");
+    assert_eq!(screen.matches("half typed").count(), 1, "{screen}");
+    // Enter sends it as typed.
+    tmux.press("Enter");
+    tmux.wait_for(|s| s.contains("<alice> half typed"));
+    // Names are coloured on a terminal.
+    assert!(tmux.screen(true).contains("\x1b["), "no colour");
+    // Up brings the line back from the history.
+    tmux.press("Up");
+    tmux.wait_for(|s| s.lines().any(|l| l == "> half typed"));
+}
+
+#[test]
+#[ignore = "needs tmux (apt-get install tmux); scripts/test runs it"]
+fn no_color_turns_colour_off() {
+    let server = start(config());
+    let tmux = Tmux::start(
+        &chat_command(server.local_addr(), "--name alice"),
+        &[("NO_COLOR", "1")],
+    );
+    tmux.wait_for(|s| s.contains("* connected as alice"));
+    let screen = tmux.screen(true);
+    assert!(screen.contains("alice"), "{screen}");
+    assert!(!screen.contains("\x1b[3"), "{screen:?}");
 }

@@ -83,17 +83,24 @@ impl std::error::Error for CommandError {}
 
 /// One row per command: what `/help` prints.
 pub const HELP: &[&str] = &[
-    "TEXT             say TEXT to everyone (start it with // to say /TEXT)",
-    "/nick NAME       take a name: 1-32 of A-Z a-z 0-9 _ - .",
-    "/list            who is here",
-    "/msg NAME TEXT   send TEXT to NAME only",
-    "/send LEN        broadcast the LEN raw bytes that follow, then a newline",
-    "/ping [TOKEN]    the server answers PONG [TOKEN]",
-    "/pong [TOKEN]    answer to a server PING",
-    "/resume SEQ [KEY] replay the events after SEQ; KEY takes back an earlier connection's name",
-    "/auth TOKEN      log in, when the server asks for a token",
-    "/help            this list",
-    "/quit [REASON]   leave",
+    "TEXT               say TEXT to everyone (start it with // to say /TEXT)",
+    "/nick NAME         take a name: 1-32 of A-Z a-z 0-9 _ - .",
+    "/list              who is here",
+    "/msg NAME TEXT     send TEXT to NAME only",
+    "/send LEN          broadcast the LEN raw bytes that follow, then a newline",
+    "/ping [TOKEN]      the server answers PONG [TOKEN]",
+    "/pong [TOKEN]      answer to a server PING",
+    "/resume SEQ [KEY]  replay the events after SEQ; KEY takes back an earlier connection's name",
+    "/auth TOKEN        log in, when the server asks for a token",
+    "/help              this list",
+    "/quit [REASON]     leave",
+];
+
+/// The command words, as [`Command::parse`] matches them: in any case
+/// (`/NICK` is `/nick`), because a person typing in telnet may have caps
+/// lock on. Only the word: arguments keep their case.
+const VERBS: &[&str] = &[
+    "nick", "list", "msg", "send", "ping", "pong", "resume", "auth", "help", "quit",
 ];
 
 impl<'a> Command<'a> {
@@ -110,7 +117,8 @@ impl<'a> Command<'a> {
             Some((verb, args)) => (verb, args),
             None => (body, ""),
         };
-        let command = match verb {
+        let known = VERBS.iter().find(|v| v.eq_ignore_ascii_case(verb));
+        let command = match known.copied().unwrap_or(verb) {
             "nick" if !args.is_empty() => Command::Nick(args),
             "nick" => return Err(CommandError::bad_args("/nick NAME")),
             "list" => Command::List,
@@ -212,6 +220,37 @@ mod tests {
     }
 
     #[test]
+    fn command_words_are_read_in_any_case_and_arguments_kept() {
+        assert_eq!(
+            Command::parse("/NICK Dave"),
+            Ok(Some(Command::Nick("Dave")))
+        );
+        assert_eq!(Command::parse("/List"), Ok(Some(Command::List)));
+        assert_eq!(
+            Command::parse("/MSG Bob Hi There"),
+            Ok(Some(Command::Msg {
+                to: "Bob",
+                text: "Hi There"
+            }))
+        );
+        let err = Command::parse("/NICKS x").unwrap_err();
+        assert_eq!(err.code, ErrorCode::UnknownCommand);
+        assert!(err.message.starts_with("/NICKS "), "{}", err.message);
+    }
+
+    #[test]
+    fn help_rows_line_up() {
+        let column = |row: &str| {
+            row.find("  ")
+                .map(|i| i + row[i..].len() - row[i..].trim_start().len())
+        };
+        let first = column(HELP[0]);
+        for row in HELP {
+            assert_eq!(column(row), first, "{row}");
+        }
+    }
+
+    #[test]
     fn text_and_escapes() {
         assert_eq!(Command::parse("").unwrap(), None);
         assert_eq!(parse("hello world"), Command::Say("hello world"));
@@ -274,7 +313,7 @@ mod tests {
         assert_eq!(code("/resume x"), ErrorCode::BadArgs);
         assert_eq!(code("/resume 1 k extra"), ErrorCode::BadArgs);
         assert_eq!(code("/resume 99999999999999999999999"), ErrorCode::BadArgs);
-        assert_eq!(code("/NICK bob"), ErrorCode::UnknownCommand);
+        assert_eq!(code("/NICKNAME bob"), ErrorCode::UnknownCommand);
         assert_eq!(code("/"), ErrorCode::UnknownCommand);
         assert_eq!(code("/frobnicate"), ErrorCode::UnknownCommand);
     }
