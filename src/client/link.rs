@@ -486,6 +486,8 @@ impl<'a> Connection<'a> {
         let line = match reader.read_line() {
             Ok(Some(Frame::Line(line))) => String::from_utf8_lossy(line).into_owned(),
             Ok(Some(Frame::TooLong(_))) => return Err("the first line is too long".into()),
+            // The client's reader does not look for telnet commands.
+            Ok(Some(Frame::Telnet(_))) => return Err("the server spoke telnet".into()),
             Ok(None) => return Err("the server closed the connection".into()),
             Err(e) => return Err(e.to_string()),
         };
@@ -601,6 +603,8 @@ impl<'a> Connection<'a> {
                 Some(Frame::Line(line)) => Some(Ok(String::from_utf8_lossy(line).into_owned())),
                 // Too long: all we keep is the SEQ, if it is a broadcast.
                 Some(Frame::TooLong(head)) => Some(Err(ServerLine::broadcast_seq(head))),
+                // The client's reader does not look for telnet commands.
+                Some(Frame::Telnet(_)) => Some(Err(None)),
                 None => None,
             });
             let line = match read {

@@ -27,8 +27,22 @@
 //! [`FrameReader::read_payload`] (or discards them with
 //! [`FrameReader::skip_payload`]), then checks the terminating LF with
 //! [`FrameReader::read_payload_end`].
+//!
+//! # Telnet
+//!
+//! `telnet` is a client too, and it speaks a little more than lines: its
+//! commands start with the byte IAC (255), which can never appear in UTF-8
+//! text. When a telnet user presses Ctrl-C, telnet sends `IAC IP IAC DO
+//! TIMING-MARK` and then throws away everything it receives until the
+//! server answers the timing mark. A reader made
+//! [`with_telnet`](FrameReader::with_telnet) (the server's) takes such
+//! commands out of the lines and hands each one out as [`Frame::Telnet`],
+//! so the server can answer them; payload bytes are never looked at.
 
 use std::io::{self, ErrorKind, Read};
+
+/// The byte that starts a telnet command.
+pub const IAC: u8 = 255;
 
 /// How many bytes the reader asks the socket for at least, and its first
 /// buffer size. Large enough that a busy connection costs few `read` calls,
@@ -49,6 +63,55 @@ pub enum Frame<'a> {
     /// knows; the rest of the line, up to its LF, is discarded without
     /// being buffered.
     TooLong(&'a [u8]),
+    /// A telnet command found in a line (only from a reader made
+    /// [`with_telnet`](FrameReader::with_telnet)); it is not part of the
+    /// line.
+    Telnet(Telnet),
+}
+
+/// A telnet command (RFC 854): an option negotiation, or a one-byte
+/// command such as IP (interrupt process, 244).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Telnet {
+    /// `IAC WILL option`: the client offers to use an option.
+    Will(u8),
+    /// `IAC WONT option`.
+    Wont(u8),
+    /// `IAC DO option`: the client asks the server to use an option.
+    Do(u8),
+    /// `IAC DONT option`.
+    Dont(u8),
+    /// `IAC cmd`, for any other command byte (subnegotiations are skipped).
+    Command(u8),
+}
+
+impl Telnet {
+    /// Telnet's TIMING-MARK option.
+    pub const TIMING_MARK: u8 = 6;
+    /// The command bytes by which a telnet user says "stop": EOF, SUSP,
+    /// ABORT, BRK, IP (interrupt process) and AO (abort output).
+    pub const STOPS: [u8; 6] = [236, 237, 238, 243, 244, 245];
+
+    /// Parses the command at the start of `bytes` (which starts with IAC).
+    /// Returns it and how many bytes it took, or `None` if more bytes are
+    /// needed.
+    fn parse(bytes: &[u8]) -> Option<(Telnet, usize)> {
+        const SB: u8 = 250;
+        const SE: u8 = 240;
+        let &cmd = bytes.get(1)?;
+        let option = || bytes.get(2).copied();
+        Some(match cmd {
+            251 => (Telnet::Will(option()?), 3),
+            252 => (Telnet::Wont(option()?), 3),
+            253 => (Telnet::Do(option()?), 3),
+            254 => (Telnet::Dont(option()?), 3),
+            SB => {
+                let end = bytes.windows(2).position(|w| w == [IAC, SE])?;
+                (Telnet::Command(SB), end + 2)
+            }
+            cmd => (Telnet::Command(cmd), 2),
+        })
+    }
 }
 
 /// Reads [`Frame`]s out of any byte source; see the [module docs](self).
@@ -66,6 +129,8 @@ pub struct FrameReader<R> {
     /// Inside an overlong line: drop everything up to the next LF.
     discarding: bool,
     max_line: usize,
+    /// Whether telnet commands are taken out of lines.
+    telnet: bool,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -79,7 +144,14 @@ impl<R: Read> FrameReader<R> {
             scanned: 0,
             discarding: false,
             max_line,
+            telnet: false,
         }
+    }
+
+    /// Also takes telnet commands out of lines (see the module docs).
+    pub fn with_telnet(mut self) -> Self {
+        self.telnet = true;
+        self
     }
 
     /// The byte source.
@@ -104,6 +176,9 @@ impl<R: Read> FrameReader<R> {
     /// the middle of one (a partial line is never handed out).
     pub fn read_line(&mut self) -> io::Result<Option<Frame<'_>>> {
         let (line_start, line_len) = loop {
+            if let Some(command) = self.take_telnet() {
+                return Ok(Some(Frame::Telnet(command)));
+            }
             let unread = &self.buf[self.start..self.end];
             if let Some(i) = find_lf(&unread[self.scanned..]).map(|i| i + self.scanned) {
                 let consumed = i + 1;
@@ -204,6 +279,23 @@ impl<R: Read> FrameReader<R> {
             b'\r' => Ok(self.next_byte()? == b'\n'),
             _ => Ok(false),
         }
+    }
+
+    /// Takes the first complete telnet command out of the current line,
+    /// if there is one.
+    fn take_telnet(&mut self) -> Option<Telnet> {
+        if !self.telnet || self.discarding {
+            return None;
+        }
+        let unread = &self.buf[self.start..self.end];
+        let line = find_lf(unread).map_or(unread, |i| &unread[..i]);
+        let at = line.iter().position(|&b| b == IAC)?;
+        let (command, len) = Telnet::parse(&unread[at..])?;
+        let from = self.start + at;
+        self.buf.copy_within(from + len..self.end, from);
+        self.end -= len;
+        self.scanned = 0;
+        Some(command)
     }
 
     fn next_byte(&mut self) -> io::Result<u8> {
@@ -366,6 +458,49 @@ mod tests {
         assert_eq!(r.read_line().unwrap(), Some(Frame::Line(b"after")));
         assert!(r.buf.len() <= 4096, "buffer grew to {}", r.buf.len());
         assert_eq!(r.read_line().unwrap(), None);
+    }
+
+    #[test]
+    fn telnet_commands_are_taken_out_of_lines_but_not_out_of_payloads() {
+        // Ctrl-C in telnet, then a line with a negotiation in the middle,
+        // then a payload holding the same bytes.
+        let data = b"\xff\xf4\xff\xfd\x06he\xff\xfb\x01llo\r\n/send 3\n\xff\xf4x\n";
+        let mut r = FrameReader::new(&data[..], 64).with_telnet();
+        let mut got = Vec::new();
+        loop {
+            match r.read_line().unwrap() {
+                Some(Frame::Line(l)) if l.starts_with(b"/send") => {
+                    got.push(format!("{:?}", String::from_utf8_lossy(l)));
+                    let mut payload = Vec::new();
+                    r.read_payload(3, &mut payload).unwrap();
+                    assert_eq!(payload, b"\xff\xf4x");
+                    assert!(r.read_payload_end().unwrap());
+                }
+                Some(frame) => got.push(format!("{frame:?}")),
+                None => break,
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                "Telnet(Command(244))",
+                "Telnet(Do(6))",
+                "Telnet(Will(1))",
+                "Line([104, 101, 108, 108, 111])",
+                "\"/send 3\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_telnet_command_split_across_reads_waits_for_its_last_byte() {
+        let data = b"\xff\xfd\x01hi\n";
+        for step in 1..data.len() {
+            let reader = Trickle { data, step };
+            let mut r = FrameReader::new(reader, 64).with_telnet();
+            assert_eq!(r.read_line().unwrap(), Some(Frame::Telnet(Telnet::Do(1))));
+            assert_eq!(r.read_line().unwrap(), Some(Frame::Line(b"hi")));
+        }
     }
 
     #[test]

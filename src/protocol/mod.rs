@@ -28,7 +28,7 @@ pub mod frame;
 pub mod line;
 
 pub use command::{Command, CommandError};
-pub use frame::{Frame, FrameReader};
+pub use frame::{Frame, FrameReader, Telnet};
 pub use line::{LineError, ServerLine};
 
 use std::fmt;

@@ -59,8 +59,9 @@ use super::rate::{AUTH_FAIL_DELAY, TokenBucket};
 use super::registry::{Claim, NickError};
 use super::{ServerEvent, Shared};
 use crate::protocol::command::HELP;
+use crate::protocol::frame::IAC;
 use crate::protocol::{
-    Command, ErrorCode, Frame, FrameReader, Reason, ServerLine, TextError, guest_name,
+    Command, ErrorCode, Frame, FrameReader, Reason, ServerLine, Telnet, TextError, guest_name,
     text_from_bytes,
 };
 use crate::silence::SilenceWatch;
@@ -122,7 +123,7 @@ pub(crate) fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
             .max_rate
             .map(|rate| TokenBucket::lines_per_second(rate, now)),
         list_rate: TokenBucket::new(LIST_BYTES_PER_SECOND, 4.0 * LIST_BYTES_PER_SECOND, now),
-        reader: FrameReader::new(reader, config.max_line),
+        reader: FrameReader::new(reader, config.max_line).with_telnet(),
         authed: config.token.is_none(),
         joined: false,
         in_flight: None,
@@ -199,6 +200,10 @@ impl Session {
                     self.too_long()?;
                     continue;
                 }
+                Ok(Some(Frame::Telnet(command))) => {
+                    self.telnet(command)?;
+                    continue;
+                }
                 Ok(None) => return Err(End::Silent(Reason::Closed)),
                 Err(e) => return Err(self.read_failed(&e)),
             }
@@ -236,6 +241,32 @@ impl Session {
             })?;
         }
         Ok(())
+    }
+
+    /// Answers a telnet command (see `protocol::frame`): refuses every
+    /// option, except that it confirms a TIMING-MARK (telnet shows nothing
+    /// until it is confirmed); Ctrl-C and its kin mean the user is leaving.
+    fn telnet(&mut self, command: Telnet) -> Result<(), End> {
+        const WILL: u8 = 251;
+        const WONT: u8 = 252;
+        const DONT: u8 = 254;
+        let answer = match command {
+            Telnet::Do(Telnet::TIMING_MARK) => Some([IAC, WILL, Telnet::TIMING_MARK]),
+            Telnet::Do(option) => Some([IAC, WONT, option]),
+            Telnet::Will(option) => Some([IAC, DONT, option]),
+            Telnet::Command(c) if Telnet::STOPS.contains(&c) => {
+                // Telnet sends `DO TIMING-MARK` right after and waits for
+                // it before it shows anything: confirm it now, so the user
+                // sees the `BYE`.
+                self.send(&[IAC, WILL, Telnet::TIMING_MARK])?;
+                return Err(End::Bye(Reason::Quit));
+            }
+            Telnet::Wont(_) | Telnet::Dont(_) | Telnet::Command(_) => None,
+        };
+        match answer {
+            Some(bytes) => self.send(&bytes),
+            None => Ok(()),
+        }
     }
 
     /// The frame just read is complete: its time limit stops (and the
