@@ -164,7 +164,7 @@ proptest! {
         loop {
             let line = match reader.read_line() {
                 Ok(Some(Frame::Line(line))) => line.to_vec(),
-                Ok(Some(Frame::TooLong(_))) => continue,
+                Ok(Some(Frame::TooLong(_) | Frame::Telnet(_))) => continue,
                 Ok(None) | Err(_) => break,
             };
             prop_assert!(line.len() <= max_line);

@@ -403,6 +403,7 @@ mod tests {
                     assert!(head.len() > max_line);
                     out.push(Err("too long"))
                 }
+                Ok(Some(Frame::Telnet(_))) => unreachable!("telnet is off"),
                 Ok(None) => return out,
                 Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
                     out.push(Err("eof"));
