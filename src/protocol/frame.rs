@@ -288,8 +288,8 @@ impl<R: Read> FrameReader<R> {
             return None;
         }
         let unread = &self.buf[self.start..self.end];
-        let line = find_lf(unread).map_or(unread, |i| &unread[..i]);
-        let at = line.iter().position(|&b| b == IAC)?;
+        // One pass: whichever comes first, the line's end or an IAC.
+        let at = memchr::memchr2(b'\n', IAC, unread).filter(|&i| unread[i] == IAC)?;
         let (command, len) = Telnet::parse(&unread[at..])?;
         let from = self.start + at;
         self.buf.copy_within(from + len..self.end, from);
@@ -340,7 +340,7 @@ impl<R: Read> FrameReader<R> {
 
 /// Where the first LF in `bytes` is.
 fn find_lf(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', bytes)
 }
 
 /// A line without the CR that may precede its LF.

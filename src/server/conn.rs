@@ -119,7 +119,7 @@ impl Conn {
     /// fell too far behind or is gone: the caller drops it.
     pub(crate) fn send(self: &Arc<Self>, chunks: &[Bytes]) -> Result<(), WriteError> {
         let mut outbox = self.outbox.lock();
-        let progress = outbox.push(&self.stream, chunks, Instant::now())?;
+        let progress = outbox.push(&self.stream, chunks)?;
         if progress == Progress::Pending && !outbox.watched {
             outbox.watched = true;
             drop(outbox);
@@ -139,7 +139,7 @@ impl Conn {
     /// aborted by the flusher.
     pub(crate) fn finish(self: &Arc<Self>, chunks: &[Bytes]) {
         let mut outbox = self.outbox.lock();
-        match outbox.push(&self.stream, chunks, Instant::now()) {
+        match outbox.push(&self.stream, chunks) {
             Ok(Progress::Drained) => {
                 outbox.close();
                 drop(outbox);
