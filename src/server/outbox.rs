@@ -358,7 +358,6 @@ mod tests {
     fn a_reader_that_keeps_up_gets_everything_at_once() {
         let (server, mut client) = pair();
         let mut out = Outbox::new(limits(1 << 20));
-        let now = Instant::now();
         let lines = [
             Bytes::from_static(b"MSG 1 a hi\n"),
             Bytes::from_static(b"MSG 2 a yo\n"),
