@@ -131,6 +131,8 @@ pub struct FrameReader<R> {
     max_line: usize,
     /// Whether telnet commands are taken out of lines.
     telnet: bool,
+    /// Whether the buffer is given back while nothing is buffered.
+    release_when_idle: bool,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -145,7 +147,19 @@ impl<R: Read> FrameReader<R> {
             discarding: false,
             max_line,
             telnet: false,
+            release_when_idle: false,
         }
+    }
+
+    /// Gives the buffer back whenever everything in it has been handed
+    /// out, and waits for the next bytes with a one-byte read: an idle
+    /// connection then holds no buffer at all (the server has thousands).
+    pub fn release_when_idle(mut self) -> Self {
+        self.release_when_idle = true;
+        if self.start == self.end {
+            self.buf = Vec::new();
+        }
+        self
     }
 
     /// Also takes telnet commands out of lines (see the module docs).
@@ -281,6 +295,25 @@ impl<R: Read> FrameReader<R> {
         }
     }
 
+    /// Waits for the first byte with no buffer, then makes one: see
+    /// [`FrameReader::release_when_idle`].
+    fn fill_from_idle(&mut self) -> io::Result<usize> {
+        self.buf = Vec::new();
+        let mut first = [0u8; 1];
+        let n = loop {
+            match self.inner.read(&mut first) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                other => break other?,
+            }
+        };
+        if n == 1 {
+            self.buf = vec![0; READ_CHUNK.min(self.max_line.saturating_add(2)).max(64)];
+            self.buf[0] = first[0];
+            self.end = 1;
+        }
+        Ok(n)
+    }
+
     /// Takes the first complete telnet command out of the current line,
     /// if there is one.
     fn take_telnet(&mut self) -> Option<Telnet> {
@@ -315,6 +348,9 @@ impl<R: Read> FrameReader<R> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            if self.release_when_idle {
+                return self.fill_from_idle();
+            }
         } else if self.end == self.buf.len() && self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -322,6 +358,7 @@ impl<R: Read> FrameReader<R> {
         }
         if self.end == self.buf.len() {
             let limit = self.max_line.saturating_add(2);
+            // (A released buffer is empty: this makes a first one.)
             let grown = (self.buf.len() * 2).clamp(READ_CHUNK, limit.max(READ_CHUNK));
             self.buf.resize(grown, 0);
         }
@@ -501,6 +538,27 @@ mod tests {
             let mut r = FrameReader::new(reader, 64).with_telnet();
             assert_eq!(r.read_line().unwrap(), Some(Frame::Telnet(Telnet::Do(1))));
             assert_eq!(r.read_line().unwrap(), Some(Frame::Line(b"hi")));
+        }
+    }
+
+    #[test]
+    fn a_reader_that_releases_its_buffer_when_idle_reads_the_same_frames() {
+        let data = b"one\ntwo\n/send 3\nabc\nthree\n";
+        for step in 1..data.len() {
+            let mut plain = FrameReader::new(Trickle { data, step }, 64);
+            let mut idle = FrameReader::new(Trickle { data, step }, 64).release_when_idle();
+            for _ in 0..3 {
+                let a = format!("{:?}", plain.read_line().unwrap());
+                assert_eq!(a, format!("{:?}", idle.read_line().unwrap()));
+            }
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            plain.read_payload(3, &mut a).unwrap();
+            idle.read_payload(3, &mut b).unwrap();
+            assert_eq!(a, b);
+            assert!(idle.read_payload_end().unwrap());
+            assert_eq!(idle.read_line().unwrap(), Some(Frame::Line(b"three")));
+            assert_eq!(idle.read_line().unwrap(), None);
+            assert_eq!(idle.buf.capacity(), 0, "nothing held while idle");
         }
     }
 

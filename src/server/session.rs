@@ -123,7 +123,9 @@ pub(crate) fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
             .max_rate
             .map(|rate| TokenBucket::lines_per_second(rate, now)),
         list_rate: TokenBucket::new(LIST_BYTES_PER_SECOND, 4.0 * LIST_BYTES_PER_SECOND, now),
-        reader: FrameReader::new(reader, config.max_line).with_telnet(),
+        reader: FrameReader::new(reader, config.max_line)
+            .with_telnet()
+            .release_when_idle(),
         authed: config.token.is_none(),
         joined: false,
         in_flight: None,
