@@ -41,7 +41,7 @@ use super::error::ClientError;
 use super::event::{Closed, Event};
 use super::merge::Merge;
 use super::requests::{self, NickMode, Pending, Route, route};
-use crate::protocol::{Command, ErrorCode, Frame, FrameReader, Reason, ServerLine};
+use crate::protocol::{Command, ErrorCode, Frame, FrameReader, Reason, ServerLine, parse_digits};
 use crate::silence::SilenceWatch;
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -746,7 +746,10 @@ impl<'a> Connection<'a> {
                     code: ErrorCode::ResumeGap,
                     text,
                 } => {
-                    let oldest = text.split(' ').next().and_then(|s| s.parse().ok());
+                    let oldest = text
+                        .split(' ')
+                        .next()
+                        .and_then(|s| parse_digits(s.as_bytes()).ok());
                     // While another link is up, what this replay lacks may
                     // still be on its way there: the `OK resume` hands the
                     // decision to that link (see `complete`).
@@ -837,7 +840,7 @@ impl<'a> Connection<'a> {
             } => {
                 match *line {
                     ServerLine::Ok { detail, .. } => {
-                        let last = detail.parse().unwrap_or(after);
+                        let last = parse_digits(detail.as_bytes()).unwrap_or(after);
                         let other = handshake.then(|| self.other_ready_link()).flatten();
                         let mut core = self.inner.core.lock();
                         if let Some(other) = other {

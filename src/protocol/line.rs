@@ -10,7 +10,7 @@
 //! it. Encoding then parsing gives back the same value (a property test in
 //! `tests/` checks this for arbitrary values).
 
-use super::{ErrorCode, Reason, format_time, parse_time};
+use super::{ErrorCode, Reason, format_time, parse_digits, parse_time};
 use std::fmt;
 use std::io::Write;
 use std::time::SystemTime;
@@ -221,11 +221,8 @@ impl<'a> ServerLine<'a> {
         if ![&b"MSG"[..], b"DATA", b"JOIN", b"NICK", b"LEAVE", b"TICK"].contains(&verb) {
             return None;
         }
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        if digits == 0 || rest.get(digits) != Some(&b' ') {
-            return None;
-        }
-        std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+        let space = rest.iter().position(|&b| b == b' ')?;
+        parse_digits(&rest[..space]).ok()
     }
 
     /// Parses one server line (without its line end).
@@ -367,14 +364,13 @@ impl<'a> Fields<'a> {
     /// The next word as a plain decimal number.
     fn number(&mut self, what: &str) -> Result<u64, LineError> {
         let word = self.word(what)?;
-        parse_number(word)
-            .ok_or_else(|| LineError::new(format!("{what} is not a number: {word:?}")))
+        digits(what, word)
     }
 
+    /// The next word, which must be the last one, as a number.
     fn last_number(&mut self, what: &str) -> Result<u64, LineError> {
         let word = self.last_word(what)?;
-        parse_number(word)
-            .ok_or_else(|| LineError::new(format!("{what} is not a number: {word:?}")))
+        digits(what, word)
     }
 
     fn time(&mut self) -> Result<SystemTime, LineError> {
@@ -388,12 +384,10 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn parse_number(word: &str) -> Option<u64> {
-    if word.bytes().all(|b| b.is_ascii_digit()) {
-        word.parse().ok()
-    } else {
-        None
-    }
+/// The field `what` as a number (see [`parse_digits`]).
+fn digits(what: &str, word: &str) -> Result<u64, LineError> {
+    parse_digits(word.as_bytes())
+        .map_err(|_| LineError::new(format!("{what} is not a number: {word:?}")))
 }
 
 #[cfg(test)]

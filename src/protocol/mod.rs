@@ -164,6 +164,47 @@ wire_words! {
     }
 }
 
+/// Why a field is not a plain decimal number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigitsError {
+    /// No digits at all.
+    Empty,
+    /// Something other than `0`-`9` (a sign, a space, a letter…).
+    NotDigit,
+    /// Only digits, but too many for a `u64`.
+    Overflow,
+}
+
+impl fmt::Display for DigitsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DigitsError::Empty => "no digits",
+            DigitsError::NotDigit => "not a decimal number",
+            DigitsError::Overflow => "a number too large",
+        })
+    }
+}
+
+impl std::error::Error for DigitsError {}
+
+/// Reads a number the way every numeric field of the protocol is written
+/// (`SEQ`, `LEN`, `ID`, `N`): plain ASCII digits, at least one, no sign,
+/// no spaces. Leading zeros are fine (`007` is 7). The one parser for
+/// numbers on the wire: `str::parse` alone would also take `+7`.
+pub fn parse_digits(digits: &[u8]) -> Result<u64, DigitsError> {
+    if digits.is_empty() {
+        return Err(DigitsError::Empty);
+    }
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return Err(DigitsError::NotDigit);
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
+            .ok_or(DigitsError::Overflow)
+    })
+}
+
 /// Why a piece of text may not travel in a line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TextError {
@@ -319,6 +360,30 @@ mod tests {
         assert!(is_guest_name("GUEST-x"));
         assert!(!is_guest_name("guest"));
         assert!(!is_guest_name("guests"));
+    }
+
+    #[test]
+    fn digits_are_strict() {
+        assert_eq!(parse_digits(b"0"), Ok(0));
+        assert_eq!(parse_digits(b"007"), Ok(7));
+        assert_eq!(parse_digits(b"18446744073709551615"), Ok(u64::MAX));
+        assert_eq!(
+            parse_digits(b"18446744073709551616"),
+            Err(DigitsError::Overflow)
+        );
+        assert_eq!(parse_digits(b""), Err(DigitsError::Empty));
+        for bad in ["+7", "-1", " 7", "7 ", "1e3", "0x1", "\u{661}"] {
+            assert_eq!(
+                parse_digits(bad.as_bytes()),
+                Err(DigitsError::NotDigit),
+                "{bad:?}"
+            );
+        }
+        // A stray character counts, however many digits came before it.
+        assert_eq!(
+            parse_digits(b"99999999999999999999999x"),
+            Err(DigitsError::NotDigit)
+        );
     }
 
     #[test]
