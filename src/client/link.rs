@@ -489,21 +489,22 @@ impl<'a> Connection<'a> {
             Ok(None) => return Err("the server closed the connection".into()),
             Err(e) => return Err(e.to_string()),
         };
-        let (id, name, time, key, epoch, text) = match ServerLine::parse(&line) {
-            Ok(ServerLine::Welcome {
-                id,
-                name,
-                time,
-                key,
-                epoch,
-                text,
-            }) => (id, name, time, key, epoch, text),
+        let (id, name, key, epoch) = match ServerLine::parse(&line) {
+            Ok(
+                welcome @ ServerLine::Welcome {
+                    id,
+                    name,
+                    key,
+                    epoch,
+                    ..
+                },
+            ) => {
+                self.emit(&welcome);
+                (id, name, key, epoch)
+            }
             Ok(ServerLine::Bye(reason)) => {
                 self.bye = Some(reason);
-                self.inner.emit(Event::Bye {
-                    link: self.link,
-                    reason,
-                });
+                self.emit(&ServerLine::Bye(reason));
                 return Err(format!("refused: {reason}"));
             }
             _ => return Err(format!("expected WELCOME, got {line:?}")),
@@ -511,14 +512,6 @@ impl<'a> Connection<'a> {
         self.epoch = epoch.to_string();
         self.id = id;
         self.name = name.to_string();
-        self.inner.emit(Event::Welcome {
-            link: self.link,
-            id,
-            name: name.to_string(),
-            time,
-            epoch: epoch.to_string(),
-            text: text.to_string(),
-        });
 
         // Decide, under the core lock, what this connection must do.
         let (resume, nick) = {
@@ -655,7 +648,8 @@ impl<'a> Connection<'a> {
     }
 
     fn handle(&mut self, line: &ServerLine<'_>, payload: Bytes) {
-        if let Some(event) = Event::broadcast(line, payload) {
+        if line.seq().is_some() {
+            let event = Event::from_line(line, self.link, payload);
             if let ServerLine::Nick { old, new, .. } = *line
                 && old == self.name
             {
@@ -667,16 +661,16 @@ impl<'a> Connection<'a> {
         }
         match *line {
             ServerLine::Welcome { .. } => {}
-            ServerLine::Dm { .. } => self.emit_reply(line),
+            ServerLine::Dm { .. } => self.emit(line),
             ServerLine::Ping(token) => {
                 let _ =
                     self.inner
                         .send(self.link, &Command::Pong(token), None, Some(Pending::QUIET));
-                self.emit_reply(line);
+                self.emit(line);
             }
             ServerLine::Bye(reason) => {
                 self.bye = Some(reason);
-                self.emit_reply(line);
+                self.emit(line);
             }
             _ => self.reply(line),
         }
@@ -717,10 +711,10 @@ impl<'a> Connection<'a> {
         (0..core.links.len()).find(|&j| j != self.link && core.links[j].up && core.links[j].ready)
     }
 
-    fn emit_reply(&self, line: &ServerLine<'_>) {
-        if let Some(event) = Event::reply(line, self.link) {
-            self.inner.emit(event);
-        }
+    /// Hands a line that is not a broadcast event to the application.
+    fn emit(&self, line: &ServerLine<'_>) {
+        self.inner
+            .emit(Event::from_line(line, self.link, Bytes::new()));
     }
 
     /// Routes a reply to the command that caused it.
@@ -766,9 +760,9 @@ impl<'a> Connection<'a> {
                     code: ErrorCode::NickTaken,
                     ..
                 } => {}
-                _ => self.emit_reply(line),
+                _ => self.emit(line),
             },
-            Route::Unclaimed => self.emit_reply(line),
+            Route::Unclaimed => self.emit(line),
         }
     }
 
@@ -781,7 +775,7 @@ impl<'a> Connection<'a> {
             _ => Ok(()),
         };
         match pending {
-            Pending::Quiet { .. } | Pending::Passthrough => self.emit_reply(line),
+            Pending::Quiet { .. } | Pending::Passthrough => self.emit(line),
             Pending::List(reply) => {
                 let result = match line {
                     ServerLine::Users { names } => {
@@ -812,13 +806,13 @@ impl<'a> Connection<'a> {
                     (NickMode::App, Some(reply)) => {
                         let _ = reply.send(outcome);
                     }
-                    (NickMode::App, None) => self.emit_reply(line),
+                    (NickMode::App, None) => self.emit(line),
                     (NickMode::Handshake | NickMode::Restore, _) => {
                         if let Err(e) = outcome {
                             // Taking the name at the very first connect
                             // failed: `Client::connect` reports it.
                             if !self.inner.fail_first(e) {
-                                self.emit_reply(line);
+                                self.emit(line);
                             }
                         }
                     }
@@ -829,7 +823,7 @@ impl<'a> Connection<'a> {
             }
             Pending::Auth => {
                 if outcome.is_err() {
-                    self.emit_reply(line);
+                    self.emit(line);
                 }
                 self.handshake_step();
             }
@@ -892,7 +886,7 @@ impl<'a> Connection<'a> {
                             return; // the handshake step is the retry's
                         }
                     }
-                    _ => self.emit_reply(line),
+                    _ => self.emit(line),
                 }
                 if handshake {
                     self.handshake_step();
