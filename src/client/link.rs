@@ -187,6 +187,24 @@ impl Inner {
         self.write(link, &bytes, pending)
     }
 
+    /// Sends `/resume AFTER [KEY]` on a link, and queues what waits for
+    /// its replies. `handshake` when it is part of (re)connecting: its
+    /// last reply then counts as a handshake step.
+    pub(crate) fn send_resume(
+        &self,
+        link: usize,
+        after: u64,
+        key: Option<&str>,
+        handshake: bool,
+    ) -> Result<(), ClientError> {
+        let pending = Pending::Resume {
+            after,
+            keyed: key.is_some(),
+            handshake,
+        };
+        self.send(link, &Command::Resume { after, key }, None, Some(pending))
+    }
+
     /// Writes whole lines on a link; see [`Inner::send`].
     pub(crate) fn write(
         &self,
@@ -845,16 +863,7 @@ impl<'a> Connection<'a> {
                             // flight, and its `OK resume` decides.
                             if let Some(after) = core.merge.last().filter(|&a| a < last) {
                                 drop(core);
-                                let _ = self.inner.send(
-                                    other,
-                                    &Command::Resume { after, key: None },
-                                    None,
-                                    Some(Pending::Resume {
-                                        after,
-                                        keyed: false,
-                                        handshake: false,
-                                    }),
-                                );
+                                let _ = self.inner.send_resume(other, after, None, false);
                             }
                         } else {
                             self.inner
@@ -872,16 +881,7 @@ impl<'a> Connection<'a> {
                         code: ErrorCode::BadKey,
                         ..
                     } if keyed => {
-                        let again = self.inner.send(
-                            self.link,
-                            &Command::Resume { after, key: None },
-                            None,
-                            Some(Pending::Resume {
-                                after,
-                                keyed: false,
-                                handshake,
-                            }),
-                        );
+                        let again = self.inner.send_resume(self.link, after, None, handshake);
                         if again.is_ok() {
                             return; // the handshake step is the retry's
                         }
@@ -946,19 +946,7 @@ impl<'a> Connection<'a> {
         }
         if let Some((other, after, key, name)) = promotion {
             if let Some(after) = after {
-                let _ = self.inner.send(
-                    other,
-                    &Command::Resume {
-                        after,
-                        key: key.as_deref(),
-                    },
-                    None,
-                    Some(Pending::Resume {
-                        after,
-                        keyed: key.is_some(),
-                        handshake: false,
-                    }),
-                );
+                let _ = self.inner.send_resume(other, after, key.as_deref(), false);
             }
             if let Some(name) = name {
                 let _ = self.inner.send(
