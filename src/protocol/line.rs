@@ -218,7 +218,7 @@ impl<'a> ServerLine<'a> {
     pub fn broadcast_seq(line: &[u8]) -> Option<u64> {
         let space = line.iter().position(|&b| b == b' ')?;
         let (verb, rest) = (&line[..space], &line[space + 1..]);
-        if ![&b"MSG"[..], b"DATA", b"JOIN", b"NICK", b"LEAVE", b"TICK"].contains(&verb) {
+        if !BROADCAST_VERBS.iter().any(|v| v.as_bytes() == verb) {
             return None;
         }
         let space = rest.iter().position(|&b| b == b' ')?;
@@ -229,15 +229,16 @@ impl<'a> ServerLine<'a> {
     pub fn parse(line: &'a str) -> Result<ServerLine<'a>, LineError> {
         let mut f = Fields::new(line);
         let verb = f.word("verb")?;
-        let parsed = match verb {
-            "WELCOME" => ServerLine::Welcome {
-                id: f.number("ID")?,
-                name: f.word("NAME")?,
-                time: f.time()?,
-                key: f.word("KEY")?,
-                epoch: f.word("EPOCH")?,
-                text: f.text(),
-            },
+        if BROADCAST_VERBS.contains(&verb) {
+            ServerLine::parse_event(verb, f)
+        } else {
+            ServerLine::parse_reply(verb, f, line)
+        }
+    }
+
+    /// The fields of a broadcast event, after its VERB.
+    fn parse_event(verb: &str, mut f: Fields<'a>) -> Result<ServerLine<'a>, LineError> {
+        Ok(match verb {
             "MSG" => ServerLine::Msg {
                 seq: f.number("SEQ")?,
                 from: f.word("FROM")?,
@@ -247,10 +248,6 @@ impl<'a> ServerLine<'a> {
                 seq: f.number("SEQ")?,
                 from: f.word("FROM")?,
                 len: f.last_number("LEN")?,
-            },
-            "DM" => ServerLine::Dm {
-                from: f.word("FROM")?,
-                text: f.text(),
             },
             "JOIN" => ServerLine::Join {
                 seq: f.number("SEQ")?,
@@ -269,6 +266,25 @@ impl<'a> ServerLine<'a> {
             "TICK" => ServerLine::Tick {
                 seq: f.number("SEQ")?,
                 time: f.time()?,
+                text: f.text(),
+            },
+            other => unreachable!("{other:?} is not in BROADCAST_VERBS"),
+        })
+    }
+
+    /// The fields of any other line, after its VERB.
+    fn parse_reply(verb: &str, mut f: Fields<'a>, line: &str) -> Result<ServerLine<'a>, LineError> {
+        let parsed = match verb {
+            "WELCOME" => ServerLine::Welcome {
+                id: f.number("ID")?,
+                name: f.word("NAME")?,
+                time: f.time()?,
+                key: f.word("KEY")?,
+                epoch: f.word("EPOCH")?,
+                text: f.text(),
+            },
+            "DM" => ServerLine::Dm {
+                from: f.word("FROM")?,
                 text: f.text(),
             },
             "USERS" => {
@@ -299,6 +315,10 @@ impl<'a> ServerLine<'a> {
         Ok(parsed)
     }
 }
+
+/// The verbs of broadcast events: `VERB SEQ …`, numbered by the server's
+/// one counter.
+const BROADCAST_VERBS: [&str; 6] = ["MSG", "DATA", "JOIN", "NICK", "LEAVE", "TICK"];
 
 /// Appends a whole `DATA SEQ FROM LEN` frame: header, payload, LF.
 pub fn encode_data(seq: u64, from: &str, payload: &[u8], out: &mut Vec<u8>) {
