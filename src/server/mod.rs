@@ -153,9 +153,12 @@ impl Shared {
     /// call it; it never waits.
     pub(crate) fn drop_client(&self, conn: &Conn, reason: Reason) {
         let claim = self.registry.claim(conn, reason);
-        // Even a lost claim closes: the one who won may be waiting for a
-        // last line that this client will never take.
-        conn.close_for(reason);
+        // A lost claim leaves the connection to whoever ended it (it may be
+        // writing a last `BYE`), except for a slow consumer: that one is
+        // not going to take its last line either.
+        if claim.won() || reason == Reason::SlowConsumer {
+            conn.close_for(reason);
+        }
         if claim == Claim::Listed && !self.is_stopping() {
             let _ = self.departures.send(conn.id);
         }
