@@ -23,13 +23,17 @@
 //! hand.
 //!
 //! SEQs mean something only within one run of the server, named by its
-//! epoch ([`Merge::welcome`]). Pure logic, no I/O: unit-tested below.
+//! epoch ([`Merge::welcome`]). Pure logic, no I/O: unit-tested below,
+//! and driven with random orders, duplicates, gaps and epochs by the fuzz
+//! target `merge` (`fuzz/src/lib.rs`). It is `pub` (and hidden) only so
+//! that the fuzz crate and `tests/fuzz_corpus.rs` can reach it; it is not
+//! part of the library's API.
 
 use super::event::{Event, Gap};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug)]
-pub(crate) struct Merge {
+pub struct Merge {
     /// The server run the SEQs belong to.
     epoch: Option<String>,
     /// The next SEQ to deliver; `None` until the first event.
@@ -44,7 +48,7 @@ pub(crate) struct Merge {
 impl Merge {
     /// A merge for a client of `links` links. The stream's start waits
     /// for all of them: they are all connecting.
-    pub(crate) fn new(links: usize) -> Self {
+    pub fn new(links: usize) -> Self {
         Merge {
             epoch: None,
             next: None,
@@ -56,7 +60,7 @@ impl Merge {
     /// A connection was welcomed by the server run `epoch`. When that is
     /// a new run, the old SEQs mean nothing any more: start over, and
     /// report what was lost.
-    pub(crate) fn welcome(&mut self, epoch: &str, link: usize) -> Option<Gap> {
+    pub fn welcome(&mut self, epoch: &str, link: usize) -> Option<Gap> {
         if self.epoch.as_deref() == Some(epoch) {
             if self.next.is_none() {
                 self.waiting.insert(link);
@@ -77,18 +81,19 @@ impl Merge {
         }
     }
 
-    pub(crate) fn epoch(&self) -> Option<&str> {
+    /// The server run the SEQs belong to, once a connection was welcomed.
+    pub fn epoch(&self) -> Option<&str> {
         self.epoch.as_deref()
     }
 
     /// The last SEQ delivered (what to `/resume` after), if any.
-    pub(crate) fn last(&self) -> Option<u64> {
+    pub fn last(&self) -> Option<u64> {
         self.next.map(|n| n - 1)
     }
 
     /// A link's connection is lost: the stream need not wait for it to
     /// start.
-    pub(crate) fn link_lost(&mut self, link: usize, out: &mut Vec<Event>) {
+    pub fn link_lost(&mut self, link: usize, out: &mut Vec<Event>) {
         if self.next.is_none() && self.waiting.remove(&link) {
             self.start(out);
         }
@@ -106,7 +111,7 @@ impl Merge {
 
     /// Offers one broadcast event (of the current epoch) received on
     /// `link`; appends to `out` whatever can now be delivered, in order.
-    pub(crate) fn offer(&mut self, event: Event, link: usize, out: &mut Vec<Event>) {
+    pub fn offer(&mut self, event: Event, link: usize, out: &mut Vec<Event>) {
         if let Some(seq) = event.seq() {
             self.place(seq, event, link, out);
         }
@@ -115,7 +120,7 @@ impl Merge {
     /// Broadcast event `seq` arrived on `link` but could not be read: it
     /// takes its place in the stream as a [`Gap::Unreadable`], so that the
     /// events after it are not held back waiting for it.
-    pub(crate) fn unreadable(&mut self, seq: u64, link: usize, out: &mut Vec<Event>) {
+    pub fn unreadable(&mut self, seq: u64, link: usize, out: &mut Vec<Event>) {
         self.place(seq, Event::Gap(Gap::Unreadable { seq }), link, out);
     }
 
@@ -142,7 +147,7 @@ impl Merge {
 
     /// The server no longer has the events before `oldest`: report those
     /// still missing as a gap and move on.
-    pub(crate) fn lost_before(&mut self, oldest: u64, out: &mut Vec<Event>) {
+    pub fn lost_before(&mut self, oldest: u64, out: &mut Vec<Event>) {
         let Some(next) = self.next else {
             return;
         };
@@ -161,7 +166,7 @@ impl Merge {
     /// A replay up to `last` is complete: every event up to `last` that
     /// the server still had has arrived. A hole left below `last` cannot
     /// fill any more: report it.
-    pub(crate) fn replayed_up_to(&mut self, last: u64, out: &mut Vec<Event>) {
+    pub fn replayed_up_to(&mut self, last: u64, out: &mut Vec<Event>) {
         while let Some(next) = self.next {
             if next > last {
                 break;

@@ -84,7 +84,10 @@ mod config;
 mod error;
 mod event;
 mod link;
-mod merge;
+// Public, and hidden, only for the fuzz target that drives it
+// (fuzz/src/lib.rs, replayed by tests/fuzz_corpus.rs): not part of the API.
+#[doc(hidden)]
+pub mod merge;
 mod requests;
 
 pub use config::{ClientConfig, Reconnect};
