@@ -127,6 +127,12 @@ impl Merge {
     /// Puts the event for `seq` in its place: out now, held, or dropped
     /// as already delivered.
     fn place(&mut self, seq: u64, event: Event, link: usize, out: &mut Vec<Event>) {
+        if seq == u64::MAX {
+            // No server gets there (its counter starts at 1), and nothing
+            // could follow it: a server that sends it is broken. Ignoring
+            // it keeps `next` from overflowing.
+            return;
+        }
         let Some(next) = self.next else {
             self.held.entry(seq).or_insert(event);
             self.waiting.remove(&link);
@@ -146,19 +152,33 @@ impl Merge {
     }
 
     /// The server no longer has the events before `oldest`: report those
-    /// still missing as a gap and move on.
+    /// still missing as gaps and move on. Events before `oldest` that did
+    /// arrive (live, on the other link of a redundant client) are held:
+    /// they are delivered in their places, not reported lost.
     pub fn lost_before(&mut self, oldest: u64, out: &mut Vec<Event>) {
-        let Some(next) = self.next else {
+        let Some(mut next) = self.next else {
             return;
         };
         if oldest <= next {
             return;
         }
-        out.push(Event::Gap(Gap::Expired {
-            first: next,
-            last: oldest - 1,
-        }));
-        self.held = self.held.split_off(&oldest);
+        let from_oldest = self.held.split_off(&oldest);
+        for (seq, event) in std::mem::replace(&mut self.held, from_oldest) {
+            if seq > next {
+                out.push(Event::Gap(Gap::Expired {
+                    first: next,
+                    last: seq - 1,
+                }));
+            }
+            out.push(event);
+            next = seq + 1;
+        }
+        if next < oldest {
+            out.push(Event::Gap(Gap::Expired {
+                first: next,
+                last: oldest - 1,
+            }));
+        }
         self.next = Some(oldest);
         self.release(out);
     }
@@ -171,7 +191,12 @@ impl Merge {
             if next > last {
                 break;
             }
-            let resume_at = self.held.keys().next().copied().unwrap_or(last + 1);
+            let resume_at = self
+                .held
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(last.saturating_add(1));
             self.lost_before(resume_at, out);
             if self.next == Some(next) {
                 break;
@@ -282,6 +307,38 @@ mod tests {
         m.offer(msg(5), 0, &mut out);
         m.offer(msg(6), 0, &mut out);
         assert_eq!(seqs(&out), ["1", "gap 2-4", "5", "6", "7"]);
+    }
+
+    /// Found by the fuzz target `merge`: `ERR resume-gap 5` dropped event
+    /// 3, which had arrived (on the other link), and reported it lost.
+    #[test]
+    fn events_that_arrived_before_a_resume_gap_are_not_lost() {
+        let mut m = Merge::new(1);
+        m.welcome("e1", 0);
+        let mut out = Vec::new();
+        for seq in [1, 3, 7] {
+            m.offer(msg(seq), 0, &mut out);
+        }
+        m.lost_before(5, &mut out);
+        m.offer(msg(5), 0, &mut out);
+        m.offer(msg(6), 0, &mut out);
+        assert_eq!(seqs(&out), ["1", "gap 2-2", "3", "gap 4-4", "5", "6", "7"]);
+    }
+
+    /// Found by the fuzz target `merge`: a server that sent SEQ u64::MAX
+    /// made `next` overflow (a panic in a debug build).
+    #[test]
+    fn the_last_u64_is_ignored_not_an_overflow() {
+        let mut m = Merge::new(1);
+        m.welcome("e1", 0);
+        let mut out = Vec::new();
+        m.offer(msg(1), 0, &mut out);
+        m.offer(msg(u64::MAX), 0, &mut out);
+        m.unreadable(u64::MAX, 0, &mut out);
+        m.replayed_up_to(u64::MAX, &mut out);
+        let gap = format!("gap 2-{}", u64::MAX - 1);
+        assert_eq!(seqs(&out), ["1", gap.as_str()]);
+        assert_eq!(m.last(), Some(u64::MAX - 1));
     }
 
     #[test]
