@@ -88,12 +88,13 @@ pub fn frame(data: &[u8]) {
     let mut payload = Vec::new();
     loop {
         let got = reader.read_line();
-        let Some(payload_len) = model.check_line(got, max_line) else {
+        let checked = model.check_line(got, max_line);
+        assert!(reader.buffer_size() <= bound, "reader storage over bound");
+        let Some(payload_len) = checked else {
             return;
         };
-        assert!(reader.buffer_size() <= bound, "reader storage over bound");
         let Some(len) = payload_len else { continue };
-        // Read or skip the payload (alternately, by its LEN's parity).
+        // Even LENs up to 64 KiB are read, the others skipped.
         if len <= MAX_READ_PAYLOAD && len.is_multiple_of(2) {
             let len = len as usize;
             let got = reader.read_payload(len, &mut payload);
@@ -116,6 +117,7 @@ pub fn frame(data: &[u8]) {
             }
             assert!(got.is_ok(), "payload skip failed: {got:?}");
         }
+        assert!(reader.buffer_size() <= bound, "reader storage over bound");
         let got = reader.read_payload_end().map_err(|e| e.kind());
         let expected = model.payload_end().ok_or(ErrorKind::UnexpectedEof);
         assert_eq!(got, expected, "the byte(s) after a payload");
