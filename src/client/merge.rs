@@ -23,13 +23,17 @@
 //! hand.
 //!
 //! SEQs mean something only within one run of the server, named by its
-//! epoch ([`Merge::welcome`]). Pure logic, no I/O: unit-tested below.
+//! epoch ([`Merge::welcome`]). Pure logic, no I/O: unit-tested below,
+//! and driven with random orders, duplicates, gaps and epochs by the fuzz
+//! target `merge` (`fuzz/src/lib.rs`). It is `pub` (and hidden) only so
+//! that the fuzz crate and `tests/fuzz_corpus.rs` can reach it; it is not
+//! part of the library's API.
 
 use super::event::{Event, Gap};
 use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug)]
-pub(crate) struct Merge {
+pub struct Merge {
     /// The server run the SEQs belong to.
     epoch: Option<String>,
     /// The next SEQ to deliver; `None` until the first event.
@@ -44,7 +48,7 @@ pub(crate) struct Merge {
 impl Merge {
     /// A merge for a client of `links` links. The stream's start waits
     /// for all of them: they are all connecting.
-    pub(crate) fn new(links: usize) -> Self {
+    pub fn new(links: usize) -> Self {
         Merge {
             epoch: None,
             next: None,
@@ -56,7 +60,7 @@ impl Merge {
     /// A connection was welcomed by the server run `epoch`. When that is
     /// a new run, the old SEQs mean nothing any more: start over, and
     /// report what was lost.
-    pub(crate) fn welcome(&mut self, epoch: &str, link: usize) -> Option<Gap> {
+    pub fn welcome(&mut self, epoch: &str, link: usize) -> Option<Gap> {
         if self.epoch.as_deref() == Some(epoch) {
             if self.next.is_none() {
                 self.waiting.insert(link);
@@ -77,18 +81,19 @@ impl Merge {
         }
     }
 
-    pub(crate) fn epoch(&self) -> Option<&str> {
+    /// The server run the SEQs belong to, once a connection was welcomed.
+    pub fn epoch(&self) -> Option<&str> {
         self.epoch.as_deref()
     }
 
     /// The last SEQ delivered (what to `/resume` after), if any.
-    pub(crate) fn last(&self) -> Option<u64> {
+    pub fn last(&self) -> Option<u64> {
         self.next.map(|n| n - 1)
     }
 
     /// A link's connection is lost: the stream need not wait for it to
     /// start.
-    pub(crate) fn link_lost(&mut self, link: usize, out: &mut Vec<Event>) {
+    pub fn link_lost(&mut self, link: usize, out: &mut Vec<Event>) {
         if self.next.is_none() && self.waiting.remove(&link) {
             self.start(out);
         }
@@ -106,7 +111,7 @@ impl Merge {
 
     /// Offers one broadcast event (of the current epoch) received on
     /// `link`; appends to `out` whatever can now be delivered, in order.
-    pub(crate) fn offer(&mut self, event: Event, link: usize, out: &mut Vec<Event>) {
+    pub fn offer(&mut self, event: Event, link: usize, out: &mut Vec<Event>) {
         if let Some(seq) = event.seq() {
             self.place(seq, event, link, out);
         }
@@ -115,13 +120,19 @@ impl Merge {
     /// Broadcast event `seq` arrived on `link` but could not be read: it
     /// takes its place in the stream as a [`Gap::Unreadable`], so that the
     /// events after it are not held back waiting for it.
-    pub(crate) fn unreadable(&mut self, seq: u64, link: usize, out: &mut Vec<Event>) {
+    pub fn unreadable(&mut self, seq: u64, link: usize, out: &mut Vec<Event>) {
         self.place(seq, Event::Gap(Gap::Unreadable { seq }), link, out);
     }
 
     /// Puts the event for `seq` in its place: out now, held, or dropped
     /// as already delivered.
     fn place(&mut self, seq: u64, event: Event, link: usize, out: &mut Vec<Event>) {
+        if seq == u64::MAX {
+            // No server gets there (its counter starts at 1), and nothing
+            // could follow it: a server that sends it is broken. Ignoring
+            // it keeps `next` from overflowing.
+            return;
+        }
         let Some(next) = self.next else {
             self.held.entry(seq).or_insert(event);
             self.waiting.remove(&link);
@@ -141,19 +152,33 @@ impl Merge {
     }
 
     /// The server no longer has the events before `oldest`: report those
-    /// still missing as a gap and move on.
-    pub(crate) fn lost_before(&mut self, oldest: u64, out: &mut Vec<Event>) {
-        let Some(next) = self.next else {
+    /// still missing as gaps and move on. Events before `oldest` that did
+    /// arrive (live, on the other link of a redundant client) are held:
+    /// they are delivered in their places, not reported lost.
+    pub fn lost_before(&mut self, oldest: u64, out: &mut Vec<Event>) {
+        let Some(mut next) = self.next else {
             return;
         };
         if oldest <= next {
             return;
         }
-        out.push(Event::Gap(Gap::Expired {
-            first: next,
-            last: oldest - 1,
-        }));
-        self.held = self.held.split_off(&oldest);
+        let from_oldest = self.held.split_off(&oldest);
+        for (seq, event) in std::mem::replace(&mut self.held, from_oldest) {
+            if seq > next {
+                out.push(Event::Gap(Gap::Expired {
+                    first: next,
+                    last: seq - 1,
+                }));
+            }
+            out.push(event);
+            next = seq + 1;
+        }
+        if next < oldest {
+            out.push(Event::Gap(Gap::Expired {
+                first: next,
+                last: oldest - 1,
+            }));
+        }
         self.next = Some(oldest);
         self.release(out);
     }
@@ -161,12 +186,17 @@ impl Merge {
     /// A replay up to `last` is complete: every event up to `last` that
     /// the server still had has arrived. A hole left below `last` cannot
     /// fill any more: report it.
-    pub(crate) fn replayed_up_to(&mut self, last: u64, out: &mut Vec<Event>) {
+    pub fn replayed_up_to(&mut self, last: u64, out: &mut Vec<Event>) {
         while let Some(next) = self.next {
             if next > last {
                 break;
             }
-            let resume_at = self.held.keys().next().copied().unwrap_or(last + 1);
+            let resume_at = self
+                .held
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(last.saturating_add(1));
             self.lost_before(resume_at, out);
             if self.next == Some(next) {
                 break;
@@ -277,6 +307,38 @@ mod tests {
         m.offer(msg(5), 0, &mut out);
         m.offer(msg(6), 0, &mut out);
         assert_eq!(seqs(&out), ["1", "gap 2-4", "5", "6", "7"]);
+    }
+
+    /// Found by the fuzz target `merge`: `ERR resume-gap 5` dropped event
+    /// 3, which had arrived (on the other link), and reported it lost.
+    #[test]
+    fn events_that_arrived_before_a_resume_gap_are_not_lost() {
+        let mut m = Merge::new(1);
+        m.welcome("e1", 0);
+        let mut out = Vec::new();
+        for seq in [1, 3, 7] {
+            m.offer(msg(seq), 0, &mut out);
+        }
+        m.lost_before(5, &mut out);
+        m.offer(msg(5), 0, &mut out);
+        m.offer(msg(6), 0, &mut out);
+        assert_eq!(seqs(&out), ["1", "gap 2-2", "3", "gap 4-4", "5", "6", "7"]);
+    }
+
+    /// Found by the fuzz target `merge`: a server that sent SEQ u64::MAX
+    /// made `next` overflow (a panic in a debug build).
+    #[test]
+    fn the_last_u64_is_ignored_not_an_overflow() {
+        let mut m = Merge::new(1);
+        m.welcome("e1", 0);
+        let mut out = Vec::new();
+        m.offer(msg(1), 0, &mut out);
+        m.offer(msg(u64::MAX), 0, &mut out);
+        m.unreadable(u64::MAX, 0, &mut out);
+        m.replayed_up_to(u64::MAX, &mut out);
+        let gap = format!("gap 2-{}", u64::MAX - 1);
+        assert_eq!(seqs(&out), ["1", gap.as_str()]);
+        assert_eq!(m.last(), Some(u64::MAX - 1));
     }
 
     #[test]

@@ -86,7 +86,10 @@ mod error;
 mod event;
 mod handshake;
 mod link;
-mod merge;
+// Public, and hidden, only for the fuzz target that drives it
+// (fuzz/src/lib.rs, replayed by tests/fuzz_corpus.rs): not part of the API.
+#[doc(hidden)]
+pub mod merge;
 mod requests;
 mod shared;
 

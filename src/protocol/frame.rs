@@ -183,6 +183,15 @@ impl<R: Read> FrameReader<R> {
         &self.buf[self.start..self.end]
     }
 
+    /// The size of the reader's storage, in bytes (not how much of it is
+    /// unread). It never passes `max(4096, max_line + 2)`, which is what
+    /// bounds a connection's read memory; the fuzz target `frame`
+    /// (`fuzz/src/lib.rs`) checks that after every frame.
+    #[doc(hidden)]
+    pub fn buffer_size(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Reads the next line.
     ///
     /// Returns `Ok(None)` when the peer closed the stream cleanly between
