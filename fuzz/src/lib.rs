@@ -185,6 +185,7 @@ impl Model<'_> {
                 self.ends_in_overlong_line = lf.is_none();
                 Some(None)
             }
+            Ok(Some(Frame::Telnet(command))) => panic!("telnet is off, yet {command:?}"),
             Ok(None) => {
                 assert!(rest.is_empty(), "a clean end reported inside a line");
                 None
