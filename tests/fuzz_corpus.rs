@@ -50,6 +50,11 @@ fn frame_corpus() {
 }
 
 #[test]
+fn frame_server_corpus() {
+    replay("frame_server");
+}
+
+#[test]
 fn command_corpus() {
     replay("command");
 }

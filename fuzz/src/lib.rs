@@ -29,6 +29,7 @@ pub type Target = fn(&[u8]);
 /// command line of `src/bin/afl.rs`.
 pub const TARGETS: &[(&str, Target)] = &[
     ("frame", frame),
+    ("frame_server", frame_server),
     ("command", command),
     ("server_line", server_line),
     ("merge", merge),
@@ -125,6 +126,107 @@ pub fn frame(data: &[u8]) {
             // The end of the stream, or the framing is lost (the server
             // then closes with protocol-error): nothing more to read.
             return;
+        }
+    }
+}
+
+/// **frame_server**: the server's reader (telnet commands taken out of
+/// lines, the buffer given back while idle), on the same input as
+/// `frame`.
+///
+/// Invariants: no line ever holds an LF or an IAC byte (255) or passes
+/// `max_line`; the storage bound holds; payload bytes are never touched
+/// (a stream without IAC gives exactly the frames of the plain reader,
+/// payloads included).
+pub fn frame_server(data: &[u8]) {
+    if data.len() < 5 {
+        return;
+    }
+    let max_line = MAX_LINES[usize::from(data[0] % 8)];
+    let stream = &data[5..];
+    let pieces = || Pieces::new(stream, data[1..5].to_vec());
+    let server = FrameReader::new(pieces(), max_line)
+        .with_telnet()
+        .release_when_idle();
+    let frames = frames_of(server, max_line);
+    if !stream.contains(&tickcast::protocol::frame::IAC) {
+        assert_eq!(
+            frames,
+            frames_of(FrameReader::new(pieces(), max_line), max_line)
+        );
+    }
+}
+
+/// A line may keep a stray IAC (then it is not UTF-8 and is refused), but
+/// never a telnet command: an IAC followed by a command byte (240–254),
+/// unless it is escaped (`IAC IAC`), a negotiation cut by a CR or the line
+/// end, or
+/// a subnegotiation (SB, 250) not ended (`IAC SE`) before the line's end.
+fn assert_no_telnet_command(line: &[u8]) {
+    let mut i = 0;
+    while i < line.len() {
+        if line[i] == 255 {
+            match line.get(i + 1) {
+                Some(255) => i += 1,
+                // Its option byte was the line end, or a CR.
+                Some(251..=254) if matches!(line.get(i + 2), None | Some(b'\r')) => {}
+                Some(250) => {}
+                Some(&cmd @ 240..=254) => panic!("a telnet command {cmd} left in a line"),
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+}
+
+/// Every frame of `reader` (payloads read), as text, checking the line
+/// invariants of `frame_server` on the way.
+fn frames_of(mut reader: FrameReader<Pieces<'_>>, max_line: usize) -> Vec<String> {
+    let bound = READ_CHUNK.max(max_line + 2);
+    let mut frames = Vec::new();
+    let mut payload = Vec::new();
+    loop {
+        let len = match reader.read_line() {
+            Ok(Some(Frame::Line(line))) => {
+                assert!(!line.contains(&b'\n'), "a line holds an LF");
+                assert_no_telnet_command(line);
+                assert!(line.len() <= max_line, "a line over max_line");
+                frames.push(format!("line {line:?}"));
+                payload_header(line)
+            }
+            // How much of an overlong line's head is held depends on how the
+            // bytes arrived: compare the event, not the head.
+            Ok(Some(Frame::TooLong(_))) => {
+                frames.push("too long".into());
+                None
+            }
+            Ok(Some(Frame::Telnet(command))) => {
+                frames.push(format!("{command:?}"));
+                None
+            }
+            Ok(None) => return frames,
+            Err(e) => {
+                frames.push(format!("error {:?}", e.kind()));
+                return frames;
+            }
+        };
+        assert!(reader.buffer_size() <= bound, "reader storage over bound");
+        let Some(len) = len.filter(|&len| len <= MAX_READ_PAYLOAD) else {
+            continue;
+        };
+        match reader.read_payload(len as usize, &mut payload) {
+            Ok(()) => frames.push(format!("payload {payload:?}")),
+            Err(e) => {
+                frames.push(format!("payload error {:?}", e.kind()));
+                return frames;
+            }
+        }
+        match reader.read_payload_end() {
+            Ok(true) => {}
+            other => {
+                frames.push(format!("end {:?}", other.map_err(|e| e.kind())));
+                return frames;
+            }
         }
     }
 }

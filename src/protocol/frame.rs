@@ -93,24 +93,39 @@ impl Telnet {
     pub const STOPS: [u8; 6] = [236, 237, 238, 243, 244, 245];
 
     /// Parses the command at the start of `bytes` (which starts with IAC).
-    /// Returns it and how many bytes it took, or `None` if more bytes are
-    /// needed.
-    fn parse(bytes: &[u8]) -> Option<(Telnet, usize)> {
+    /// Returns it and how many bytes it took; `Some(None)` if the IAC
+    /// starts no command (a stray 255, or `IAC IAC`, telnet's escaped
+    /// 255: left in the line, which is then not UTF-8); `None` if more
+    /// bytes are needed to tell.
+    fn parse(bytes: &[u8]) -> Option<Option<(Telnet, usize)>> {
         const SB: u8 = 250;
         const SE: u8 = 240;
         let &cmd = bytes.get(1)?;
-        let option = || bytes.get(2).copied();
-        Some(match cmd {
-            251 => (Telnet::Will(option()?), 3),
-            252 => (Telnet::Wont(option()?), 3),
-            253 => (Telnet::Do(option()?), 3),
-            254 => (Telnet::Dont(option()?), 3),
+        // An option byte is never a line end: that would eat the LF.
+        let option = || match bytes.get(2) {
+            Some(b'\r' | b'\n') => Some(None),
+            Some(&o) => Some(Some(o)),
+            None => None,
+        };
+        let negotiation = |make: fn(u8) -> Telnet| option().map(|o| o.map(|o| (make(o), 3)));
+        match cmd {
+            251 => negotiation(Telnet::Will),
+            252 => negotiation(Telnet::Wont),
+            253 => negotiation(Telnet::Do),
+            254 => negotiation(Telnet::Dont),
+            // A subnegotiation ends at `IAC SE`, within its line: one cut
+            // by a line end is no command.
             SB => {
-                let end = bytes.windows(2).position(|w| w == [IAC, SE])?;
-                (Telnet::Command(SB), end + 2)
+                let line = memchr::memchr(b'\n', bytes).map_or(bytes, |lf| &bytes[..lf]);
+                match line.windows(2).position(|w| w == [IAC, SE]) {
+                    Some(end) => Some(Some((Telnet::Command(SB), end + 2))),
+                    None if line.len() < bytes.len() => Some(None),
+                    None => None,
+                }
             }
-            cmd => (Telnet::Command(cmd), 2),
-        })
+            SE..=249 => Some(Some((Telnet::Command(cmd), 2))),
+            _ => Some(None),
+        }
     }
 }
 
@@ -235,7 +250,15 @@ impl<R: Read> FrameReader<R> {
             } else {
                 self.scanned = unread.len();
             }
-            if self.fill()? == 0 {
+            // Between frames, with nothing buffered, an idle-releasing
+            // reader waits without a buffer; anywhere else it reads into one.
+            let idle = self.release_when_idle && self.start == self.end && !self.discarding;
+            let read = if idle {
+                self.fill_from_idle()?
+            } else {
+                self.fill()?
+            };
+            if read == 0 {
                 return if self.discarding || self.start < self.end {
                     Err(ErrorKind::UnexpectedEof.into())
                 } else {
@@ -307,6 +330,8 @@ impl<R: Read> FrameReader<R> {
     /// Waits for the first byte with no buffer, then makes one: see
     /// [`FrameReader::release_when_idle`].
     fn fill_from_idle(&mut self) -> io::Result<usize> {
+        self.start = 0;
+        self.end = 0;
         self.buf = Vec::new();
         let mut first = [0u8; 1];
         let n = loop {
@@ -329,15 +354,31 @@ impl<R: Read> FrameReader<R> {
         if !self.telnet || self.discarding {
             return None;
         }
-        let unread = &self.buf[self.start..self.end];
-        // One pass: whichever comes first, the line's end or an IAC.
-        let at = memchr::memchr2(b'\n', IAC, unread).filter(|&i| unread[i] == IAC)?;
-        let (command, len) = Telnet::parse(&unread[at..])?;
-        let from = self.start + at;
-        self.buf.copy_within(from + len..self.end, from);
-        self.end -= len;
-        self.scanned = 0;
-        Some(command)
+        let mut from = self.start;
+        loop {
+            let unread = &self.buf[from..self.end];
+            // One pass: whichever comes first, the line's end or an IAC.
+            let at = memchr::memchr2(b'\n', IAC, unread).filter(|&i| unread[i] == IAC)?;
+            match Telnet::parse(&unread[at..])? {
+                Some((command, len)) => {
+                    let at = from + at;
+                    self.buf.copy_within(at + len..self.end, at);
+                    self.end -= len;
+                    self.scanned = 0;
+                    return Some(command);
+                }
+                // Not a command: the byte stays; look after it (an escaped
+                // `IAC IAC` stays whole).
+                None => {
+                    from += at
+                        + if unread.get(at + 1) == Some(&IAC) {
+                            2
+                        } else {
+                            1
+                        }
+                }
+            }
+        }
     }
 
     fn next_byte(&mut self) -> io::Result<u8> {
@@ -357,9 +398,6 @@ impl<R: Read> FrameReader<R> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
-            if self.release_when_idle {
-                return self.fill_from_idle();
-            }
         } else if self.end == self.buf.len() && self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -537,6 +575,44 @@ mod tests {
                 "\"/send 3\"",
             ]
         );
+    }
+
+    #[test]
+    fn a_stray_iac_is_left_in_its_line_and_never_eats_the_line_end() {
+        let data = b"abc\xff\n/ping q\na\xff\xffb\nx\xff\xfd\ny\n";
+        let mut r = FrameReader::new(&data[..], 64).with_telnet();
+        let mut lines = Vec::new();
+        while let Some(frame) = r.read_line().unwrap() {
+            match frame {
+                Frame::Line(l) => lines.push(l.to_vec()),
+                other => panic!("not a command: {other:?}"),
+            }
+        }
+        let want: [&[u8]; 5] = [b"abc\xff", b"/ping q", b"a\xff\xffb", b"x\xff\xfd", b"y"];
+        assert_eq!(lines, want);
+    }
+
+    #[test]
+    fn skipping_a_payload_reads_in_chunks_even_on_an_idle_releasing_reader() {
+        struct Counting<'a>(&'a [u8], usize);
+        impl Read for Counting<'_> {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                self.1 += 1;
+                let n = out.len().min(self.0.len());
+                out[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut data = b"/send 100000\n".to_vec();
+        data.extend(vec![b'x'; 100_000]);
+        data.extend(b"\nnext\n");
+        let mut r = FrameReader::new(Counting(&data, 0), 4096).release_when_idle();
+        assert_eq!(r.read_line().unwrap(), Some(Frame::Line(b"/send 100000")));
+        r.skip_payload(100_000).unwrap();
+        assert!(r.read_payload_end().unwrap());
+        assert_eq!(r.read_line().unwrap(), Some(Frame::Line(b"next")));
+        assert!(r.get_ref().1 < 100, "{} reads for 100 kB", r.get_ref().1);
     }
 
     #[test]
