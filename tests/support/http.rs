@@ -47,9 +47,37 @@ pub fn request(
     head.push_str("\r\n");
     socket.write_all(head.as_bytes()).unwrap();
     socket.write_all(body).unwrap();
+    read_answer(&mut socket, method == "HEAD")
+}
+
+/// Reads one answer: its head, then `Content-Length` bytes (or up to the
+/// close, when it has no length). Some servers (chromedriver) keep the
+/// connection open even after `Connection: close`.
+fn read_answer(socket: &mut TcpStream, head_only: bool) -> Answer {
     let mut all = Vec::new();
-    let _ = socket.read_to_end(&mut all);
-    parse_answer(&all, method == "HEAD")
+    let mut chunk = [0u8; 8192];
+    loop {
+        if let Some(end) = all.windows(4).position(|w| w == b"\r\n\r\n") {
+            let answer = parse_answer(&all, true);
+            let length = answer
+                .header("content-length")
+                .map(|l| l.parse::<usize>().unwrap());
+            match length {
+                _ if head_only || answer.status == 204 || answer.status == 304 => {
+                    return parse_answer(&all, head_only);
+                }
+                Some(length) if all.len() >= end + 4 + length => {
+                    all.truncate(end + 4 + length);
+                    return parse_answer(&all, false);
+                }
+                _ => {}
+            }
+        }
+        match socket.read(&mut chunk) {
+            Ok(0) | Err(_) => return parse_answer(&all, head_only),
+            Ok(n) => all.extend_from_slice(&chunk[..n]),
+        }
+    }
 }
 
 pub fn get(addr: SocketAddr, target: &str) -> Answer {
