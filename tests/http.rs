@@ -670,3 +670,19 @@ fn a_quiet_stream_gets_keepalives() {
     assert_eq!(e.comment.as_deref(), Some("keepalive"));
     assert!(started.elapsed() < Duration::from_secs(17));
 }
+
+#[test]
+fn at_shutdown_a_stream_gets_bye_shutdown() {
+    let (server, _tcp, http) = serve(http_config());
+    let mut s = stream(http, "");
+    let head = request(http, "HEAD", "/events", &[], b"");
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-type"), Some("text/event-stream"));
+    server.shutdown();
+    let last = s.sse.until_end().pop().unwrap();
+    assert_eq!(
+        (last.event.as_deref(), last.data[0].as_str()),
+        (Some("bye"), "BYE shutdown")
+    );
+    server.join();
+}

@@ -153,7 +153,10 @@ impl HttpDoor {
     /// One connection: requests until it closes, or until one of them
     /// turns it into an event stream.
     fn connection(&self, n: u64, socket: Arc<TcpStream>, peer: SocketAddr) {
-        let stream_request = self.requests(&socket);
+        // A bug in answering one request costs that connection, not the
+        // count of open connections.
+        let requests = std::panic::AssertUnwindSafe(|| self.requests(&socket));
+        let stream_request = std::panic::catch_unwind(requests).unwrap_or(None);
         // No longer a plain connection, whatever happens next.
         self.plain.lock().remove(&n);
         self.plain_count.fetch_sub(1, Ordering::SeqCst);
@@ -182,7 +185,7 @@ impl HttpDoor {
             };
             let head_only = request.method == http::Method::Head;
             let (response, mut close) = match http::admit(&self.access, &request) {
-                Door::Enter(Route::Events, cors) => return Some((request, cors)),
+                Door::Enter(Route::Events, cors) if !head_only => return Some((request, cors)),
                 Door::Enter(route, cors) => {
                     let (response, close) = self.serve(route, &request, &mut reader, deadline);
                     (response.headers(cors.headers()), close)
@@ -246,7 +249,8 @@ impl HttpDoor {
             Route::Notify => self.notify(&body),
             Route::Line => self.stream_for(request).and_then(|s| s.post_line(&body)),
             Route::Data => self.stream_for(request).and_then(|s| s.post_data(body)),
-            Route::Events => unreachable!("streams are served by `stream`"),
+            // `HEAD /events`: the head a stream would have, and no stream.
+            Route::Events => return (Response::event_stream(), true),
         };
         (answer.unwrap_or_else(Response::from), false)
     }

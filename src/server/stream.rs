@@ -89,12 +89,16 @@ pub(crate) fn run(
         quit: AtomicBool::new(false),
     });
     let head = Response::event_stream().headers(cors.headers());
-    let end = greet(&conn, &shared.epoch, head, asked.as_ref())
-        .and_then(|since| join(door, &stream, request, since));
-    let end = match end {
-        Ok(()) => watch(&conn),
-        Err(end) => end,
-    };
+    // As in a session, a bug costs this client its connection (`error`).
+    let serve = std::panic::AssertUnwindSafe(|| {
+        match greet(&conn, &shared.epoch, head, asked.as_ref())
+            .and_then(|since| join(door, &stream, request, since))
+        {
+            Ok(()) => watch(&conn),
+            Err(end) => end,
+        }
+    });
+    let end = std::panic::catch_unwind(serve).unwrap_or(End::Silent(Reason::Error));
     door.streams.lock().remove(&conn.key);
     let end = if stream.quit() {
         End::Bye(Reason::Quit)
