@@ -151,7 +151,8 @@ impl Client {
         let cost = 1.0 + send_len.unwrap_or(0) as f64 / self.shared.config.max_line as f64;
         let refused = Outcome::Refused { send_len };
         if !self.rate_allows(cost) {
-            self.error(replies, ErrorCode::RateLimited, "slow down")?;
+            let text = self.rate_text();
+            self.error(replies, ErrorCode::RateLimited, &text)?;
             return Ok(refused);
         }
         let may_pass = matches!(parsed, Ok(Ok(Some(Command::Auth(_) | Command::Quit(_)))));
@@ -177,6 +178,15 @@ impl Client {
         };
         self.error(replies, code, text)?;
         Ok(refused)
+    }
+
+    /// What `ERR rate-limited` says.
+    pub(crate) fn rate_text(&self) -> String {
+        let rate = self.shared.config.max_rate.unwrap_or(0);
+        format!(
+            "you may send {rate} lines per second (bursts of {})",
+            2 * rate
+        )
     }
 
     /// Spends `cost` lines of `--max-rate`; `false` if over it.

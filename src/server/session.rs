@@ -246,7 +246,8 @@ impl Session {
             .lines_in
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !client.rate_allows(1.0) {
-            return client.error(&mut ToOutbox, ErrorCode::RateLimited, "slow down");
+            let text = client.rate_text();
+            return client.error(&mut ToOutbox, ErrorCode::RateLimited, &text);
         }
         if !client.authed {
             let text = "send /auth TOKEN first";

@@ -169,20 +169,31 @@ fn join(
     Ok(())
 }
 
-/// Waits for the stream's end, sending `: keepalive` while it is quiet.
+/// Waits for the stream's end, sending `: keepalive` while it is quiet:
+/// the socket is read with a timeout of a third of [`KEEPALIVE_EVERY`],
+/// and a stream to which nothing was queued for two thirds of it gets one,
+/// so it is never quiet for longer than [`KEEPALIVE_EVERY`].
 fn watch(conn: &Arc<Conn>) -> End {
     let read_half = ReadHalf(Arc::clone(conn));
     let socket: &TcpStream = read_half.borrow();
-    let _ = socket.set_read_timeout(Some(KEEPALIVE_EVERY));
+    let _ = socket.set_read_timeout(Some(KEEPALIVE_EVERY / 3));
     let mut buf = [0u8; 512];
+    let mut queued = conn.bytes_out.load(Ordering::Relaxed);
+    let mut last_sent = Instant::now();
     loop {
         match (&*socket).read(&mut buf) {
             Ok(0) => return End::Silent(Reason::Closed),
             // A stream has nothing to say; whatever it sends is ignored.
             Ok(_) => {}
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                if let Err(e) = conn.send(&[Bytes::from_static(KEEPALIVE)]) {
-                    return e.into();
+                let now_queued = conn.bytes_out.load(Ordering::Relaxed);
+                if now_queued != queued {
+                    (queued, last_sent) = (now_queued, Instant::now());
+                } else if last_sent.elapsed() >= KEEPALIVE_EVERY * 2 / 3 {
+                    if let Err(e) = conn.send(&[Bytes::from_static(KEEPALIVE)]) {
+                        return e.into();
+                    }
+                    (queued, last_sent) = (conn.bytes_out.load(Ordering::Relaxed), Instant::now());
                 }
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -225,7 +236,8 @@ impl Stream {
         client.conn.lines_in.fetch_add(1, Ordering::Relaxed);
         let cost = 1.0 + body.len() as f64 / client.shared.config.max_line as f64;
         if !client.rate_allows(cost) {
-            return Err(HttpError::from_code(ErrorCode::RateLimited, "slow down"));
+            let text = client.rate_text();
+            return Err(HttpError::from_code(ErrorCode::RateLimited, text));
         }
         let deadline = Instant::now() + BUDGET_WAIT;
         let Some(reservation) = client.shared.budget.reserve(body.len(), deadline) else {
