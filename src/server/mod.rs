@@ -5,9 +5,12 @@
 //! ```text
 //!              accept()                         inbox (bounded)
 //!  clients ──► acceptor ──spawns──► session 1 ─┐
-//!                                   session 2 ─┼──► broadcaster ──writes──► every member
-//!                                   session N ─┘        ▲   │
-//!                        embedding program: notify() ───┘   └─ history ring (for /resume)
+//!                                   session 2 ─┼──► broadcaster ──► every member's outbox ──► socket
+//!                                   session N ─┘        ▲   │                │ (the rest, later)
+//!                        embedding program: notify() ───┘   └─ history       ▼
+//!                                                                         flusher
+//!  browsers ─► http acceptor ──spawns──► HTTP connection: a request, or an event stream
+//!  (--http)                              (a member like a session's client)
 //! ```
 //!
 //! * the **acceptor** (`accept`) blocks in `accept()`, admits each
@@ -15,14 +18,22 @@
 //!   runs the shutdown sequence;
 //! * one **session** per connection (`session`) reads and parses that
 //!   client's lines, answers it directly (`OK`, `ERR`, `PONG`…), and hands
-//!   whatever must reach everyone to the broadcaster;
-//! * the **broadcaster** (`broadcaster`) numbers, encodes, remembers and
-//!   writes every broadcast event, sends the periodic `TICK`, and drops
-//!   the clients whose writes fail.
+//!   whatever must reach everyone to the broadcaster; the checks and the
+//!   commands themselves are in `command`, shared with HTTP;
+//! * the **broadcaster** (`broadcaster`) numbers, encodes and remembers
+//!   every broadcast event, hands each batch to every member's outbox
+//!   (`outbox`, `conn`), sends the periodic `TICK`, and announces the
+//!   clients that were dropped;
+//! * the **flusher** (`flusher`) writes what a client's socket did not
+//!   take at once, and drops the clients that fall too far behind;
+//! * with `--http`, the **HTTP door** (`http_door`): its own acceptor and
+//!   one thread per HTTP connection. An event stream (`stream`) is a
+//!   client like a TCP one, in its own wire format (`wire`).
 //!
 //! They share the client map (`registry`, one `parking_lot::Mutex`,
-//! never held across I/O) and, per connection, a write lock (`conn`) that
-//! keeps lines whole when several threads write to one client.
+//! never held across I/O) and, per connection, an outbox lock that keeps
+//! lines whole when several threads write to one client and is held only
+//! for a non-blocking send.
 //!
 //! # Using it from Rust
 //!
