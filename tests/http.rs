@@ -686,3 +686,32 @@ fn at_shutdown_a_stream_gets_bye_shutdown() {
     );
     server.join();
 }
+
+#[test]
+fn a_kept_alive_connection_answers_one_request_after_another() {
+    let (_server, _tcp, http) = serve(http_config());
+    let mut socket = TcpStream::connect(http).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    for _ in 0..3 {
+        socket
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+            .unwrap();
+        let answer = support::http::read_answer(&mut socket, false);
+        assert_eq!((answer.status, answer.text()), (200, "ok\n".to_string()));
+        assert_eq!(answer.header("connection"), None, "kept alive");
+    }
+    // HTTP/1.0 is answered, then closed; chunked bodies are 411.
+    socket.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+    let answer = support::http::read_answer(&mut socket, false);
+    assert_eq!(answer.header("connection"), Some("close"));
+    let mut rest = Vec::new();
+    assert_eq!(socket.read_to_end(&mut rest).unwrap(), 0);
+    let chunked = request(
+        http,
+        "POST",
+        "/notify",
+        &[("Transfer-Encoding", "chunked")],
+        b"",
+    );
+    assert_eq!(chunked.status, 411);
+}

@@ -53,7 +53,7 @@ pub fn request(
 /// Reads one answer: its head, then `Content-Length` bytes (or up to the
 /// close, when it has no length). Some servers (chromedriver) keep the
 /// connection open even after `Connection: close`.
-fn read_answer(socket: &mut TcpStream, head_only: bool) -> Answer {
+pub fn read_answer(socket: &mut TcpStream, head_only: bool) -> Answer {
     let mut all = Vec::new();
     let mut chunk = [0u8; 8192];
     loop {
