@@ -245,28 +245,7 @@ impl Broadcaster {
 
     fn handle(&mut self, msg: Inbox) {
         match msg {
-            Inbox::Join { conn, name, stream } => {
-                let seq = self
-                    .publish(|seq, out| ServerLine::Join { seq, name: &name }.encode(out))
-                    .0;
-                self.keys.insert(conn.key.clone(), conn.id);
-                self.shared.emit(ServerEvent::Joined {
-                    seq,
-                    id: conn.id,
-                    name: name.clone(),
-                });
-                self.members.insert(
-                    conn.id,
-                    Member {
-                        conn: Arc::clone(&conn),
-                        name,
-                        from_seq: seq,
-                    },
-                );
-                if let Some(start) = stream {
-                    self.start_stream(&conn, start);
-                }
-            }
+            Inbox::Join { conn, name, stream } => self.join(conn, name, stream),
             Inbox::Say { id, text } => {
                 // A member dropped meanwhile (slow consumer, replaced) is
                 // not healthy: what it said last goes with it.
@@ -307,6 +286,29 @@ impl Broadcaster {
                 // answer; if it is gone, nobody needs the answer.
                 let _ = reply.try_send(result);
             }
+        }
+    }
+
+    /// A member joins: its `JOIN` is published, and from that SEQ on it
+    /// gets every event (an event stream first takes what its URL asked).
+    fn join(&mut self, conn: Arc<Conn>, name: String, stream: Option<StreamStart>) {
+        let seq = self
+            .publish(|seq, out| ServerLine::Join { seq, name: &name }.encode(out))
+            .0;
+        self.keys.insert(conn.key.clone(), conn.id);
+        self.shared.emit(ServerEvent::Joined {
+            seq,
+            id: conn.id,
+            name: name.clone(),
+        });
+        let member = Member {
+            conn: Arc::clone(&conn),
+            name,
+            from_seq: seq,
+        };
+        self.members.insert(conn.id, member);
+        if let Some(start) = stream {
+            self.start_stream(&conn, start);
         }
     }
 
