@@ -7,6 +7,8 @@
 //! `--tick-ms=500`. Rather than let that fail with "Unrecognized argument",
 //! [`equals_form`] spots it first and says how to write it.
 
+#![forbid(unsafe_code)]
+
 mod cli;
 
 use argh::FromArgs;

@@ -365,3 +365,73 @@ fn periodic_tick_carries_time_and_text() {
     assert!(f[2].ends_with('Z') && f[2].len() == 24, "{}", t1.line);
     assert_eq!(f[3], "1 client connected");
 }
+
+/// Reads raw bytes until `done` holds for everything read so far.
+fn read_until(stream: &mut std::net::TcpStream, done: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    use std::io::Read;
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !done(&all) {
+        match stream.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => all.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("read failed after {:?}: {e}", String::from_utf8_lossy(&all)),
+        }
+    }
+    all
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn telnet_negotiation_is_refused_and_its_bytes_never_reach_a_line() {
+    use std::io::Write;
+    let server = start(config());
+    let mut watcher = joined(server.local_addr());
+    let mut telnet = std::net::TcpStream::connect(server.local_addr()).unwrap();
+    read_until(&mut telnet, |b| contains(b, b"JOIN "));
+    // DO ECHO, WILL NAWS, then a line with a NOP inside it.
+    telnet
+        .write_all(b"\xff\xfd\x01\xff\xfb\x1fhel\xff\xf1lo\r\n")
+        .unwrap();
+    let got = read_until(&mut telnet, |b| contains(b, b" hello\n"));
+    assert!(contains(&got, b"\xff\xfc\x01"), "WONT ECHO: {got:?}");
+    assert!(contains(&got, b"\xff\xfe\x1f"), "DONT NAWS: {got:?}");
+    assert!(
+        !contains(&got, b"ERR"),
+        "{:?}",
+        String::from_utf8_lossy(&got)
+    );
+    let msg = watcher.event_starting("MSG");
+    assert!(msg.line.ends_with(" hello"), "{}", msg.line);
+}
+
+#[test]
+fn ctrl_c_in_telnet_confirms_the_timing_mark_and_leaves() {
+    use std::io::Write;
+    let server = start(config());
+    let mut watcher = joined(server.local_addr());
+    let mut telnet = std::net::TcpStream::connect(server.local_addr()).unwrap();
+    let greeting = read_until(&mut telnet, |b| contains(b, b"JOIN "));
+    let name = String::from_utf8_lossy(&greeting)
+        .split(' ')
+        .nth(2)
+        .unwrap()
+        .to_string();
+    assert!(watcher.event_line().starts_with("JOIN"));
+    // What telnet sends on Ctrl-C: IAC IP IAC DO TIMING-MARK.
+    telnet.write_all(b"\xff\xf4\xff\xfd\x06").unwrap();
+    let rest = read_until(&mut telnet, |_| false);
+    let tm = rest
+        .windows(3)
+        .position(|w| w == b"\xff\xfb\x06")
+        .expect("WILL TIMING-MARK");
+    assert!(contains(&rest[tm..], b"BYE quit\n"), "{rest:?}");
+    let leave = watcher.event_line();
+    assert!(leave.ends_with(&format!("{name} quit")), "{leave}");
+}

@@ -2,7 +2,6 @@
 //! the connection's own story (connected, lost, reconnecting, resumed,
 //! gaps, closed).
 
-use crate::protocol::line::encode_data;
 use crate::protocol::{ErrorCode, Reason, ServerLine};
 use bytes::Bytes;
 use std::time::{Duration, SystemTime};
@@ -252,18 +251,103 @@ impl Event {
     /// payload for `DATA`); `None` for connection-state events. `--raw`
     /// output of `tickcast chat` is made of these.
     pub fn to_protocol(&self) -> Option<Vec<u8>> {
+        let line = self.to_line()?;
         let mut out = Vec::new();
-        let line = match self {
-            Event::Welcome { .. } => return None,
+        line.encode(&mut out);
+        if let Event::Data { payload, .. } = self {
+            out.extend_from_slice(payload);
+            out.push(b'\n');
+        }
+        Some(out)
+    }
+
+    /// The event a server line becomes: the one conversion from the wire
+    /// to events. `link` is the connection the line came on (`Welcome` and
+    /// `Bye` keep it); `payload` is the bytes that followed a `DATA` header
+    /// (other lines ignore it). `WELCOME`'s session key is left out: it is
+    /// the client's business, not the application's.
+    pub fn from_line(line: &ServerLine<'_>, link: usize, payload: Bytes) -> Event {
+        let s = |text: &str| text.to_string();
+        match *line {
+            ServerLine::Welcome {
+                id,
+                name,
+                time,
+                epoch,
+                text,
+                ..
+            } => Event::Welcome {
+                link,
+                id,
+                name: s(name),
+                time,
+                epoch: s(epoch),
+                text: s(text),
+            },
+            ServerLine::Msg { seq, from, text } => Event::Msg {
+                seq,
+                from: s(from),
+                text: s(text),
+            },
+            ServerLine::Data { seq, from, .. } => Event::Data {
+                seq,
+                from: s(from),
+                payload,
+            },
+            ServerLine::Dm { from, text } => Event::Dm {
+                from: s(from),
+                text: s(text),
+            },
+            ServerLine::Join { seq, name } => Event::Join { seq, name: s(name) },
+            ServerLine::Nick { seq, old, new } => Event::Nick {
+                seq,
+                old: s(old),
+                new: s(new),
+            },
+            ServerLine::Leave { seq, name, reason } => Event::Leave {
+                seq,
+                name: s(name),
+                reason,
+            },
+            ServerLine::Tick { seq, time, text } => Event::Tick {
+                seq,
+                time,
+                text: s(text),
+            },
+            ServerLine::Users { ref names } => Event::Users {
+                names: names.iter().map(|n| s(n)).collect(),
+            },
+            ServerLine::Ping(token) => Event::Ping { token: s(token) },
+            ServerLine::Pong(token) => Event::Pong { token: s(token) },
+            ServerLine::Help(text) => Event::Help { text: s(text) },
+            ServerLine::Ok { what, detail } => Event::Ok {
+                what: s(what),
+                detail: s(detail),
+            },
+            ServerLine::Err { code, text } => Event::Err {
+                code,
+                text: s(text),
+            },
+            ServerLine::Bye(reason) => Event::Bye { link, reason },
+        }
+    }
+
+    /// The way back: the server line this event came as, borrowing the
+    /// event's strings (for `Data`, the header: `len` is the payload's
+    /// length). `None` for the connection's own story (`Connected`,
+    /// `Gap`…) and for `Welcome`, whose session key is not kept.
+    pub fn to_line(&self) -> Option<ServerLine<'_>> {
+        Some(match self {
             Event::Msg { seq, from, text } => ServerLine::Msg {
                 seq: *seq,
                 from,
                 text,
             },
-            Event::Data { seq, from, payload } => {
-                encode_data(*seq, from, payload, &mut out);
-                return Some(out);
-            }
+            Event::Data { seq, from, payload } => ServerLine::Data {
+                seq: *seq,
+                from,
+                len: payload.len() as u64,
+            },
             Event::Dm { from, text } => ServerLine::Dm { from, text },
             Event::Join { seq, name } => ServerLine::Join { seq: *seq, name },
             Event::Nick { seq, old, new } => ServerLine::Nick {
@@ -290,80 +374,6 @@ impl Event {
             Event::Ok { what, detail } => ServerLine::Ok { what, detail },
             Event::Err { code, text } => ServerLine::Err { code: *code, text },
             Event::Bye { reason, .. } => ServerLine::Bye(*reason),
-            _ => return None,
-        };
-        line.encode(&mut out);
-        Some(out)
-    }
-
-    /// Builds the event for a server line that is not a broadcast event
-    /// and not `WELCOME` (those need more context). `None` for those.
-    pub(crate) fn reply(line: &ServerLine<'_>, link: usize) -> Option<Event> {
-        Some(match line {
-            ServerLine::Dm { from, text } => Event::Dm {
-                from: from.to_string(),
-                text: text.to_string(),
-            },
-            ServerLine::Users { names } => Event::Users {
-                names: names.iter().map(|n| n.to_string()).collect(),
-            },
-            ServerLine::Ping(token) => Event::Ping {
-                token: token.to_string(),
-            },
-            ServerLine::Pong(token) => Event::Pong {
-                token: token.to_string(),
-            },
-            ServerLine::Help(text) => Event::Help {
-                text: text.to_string(),
-            },
-            ServerLine::Ok { what, detail } => Event::Ok {
-                what: what.to_string(),
-                detail: detail.to_string(),
-            },
-            ServerLine::Err { code, text } => Event::Err {
-                code: *code,
-                text: text.to_string(),
-            },
-            ServerLine::Bye(reason) => Event::Bye {
-                link,
-                reason: *reason,
-            },
-            _ => return None,
-        })
-    }
-
-    /// Builds a broadcast event (`payload` for `DATA`).
-    pub(crate) fn broadcast(line: &ServerLine<'_>, payload: Bytes) -> Option<Event> {
-        Some(match *line {
-            ServerLine::Msg { seq, from, text } => Event::Msg {
-                seq,
-                from: from.to_string(),
-                text: text.to_string(),
-            },
-            ServerLine::Data { seq, from, .. } => Event::Data {
-                seq,
-                from: from.to_string(),
-                payload,
-            },
-            ServerLine::Join { seq, name } => Event::Join {
-                seq,
-                name: name.to_string(),
-            },
-            ServerLine::Nick { seq, old, new } => Event::Nick {
-                seq,
-                old: old.to_string(),
-                new: new.to_string(),
-            },
-            ServerLine::Leave { seq, name, reason } => Event::Leave {
-                seq,
-                name: name.to_string(),
-                reason,
-            },
-            ServerLine::Tick { seq, time, text } => Event::Tick {
-                seq,
-                time,
-                text: text.to_string(),
-            },
             _ => return None,
         })
     }

@@ -81,11 +81,14 @@
 //! guest name.)
 
 mod config;
+mod connection;
 mod error;
 mod event;
+mod handshake;
 mod link;
 mod merge;
 mod requests;
+mod shared;
 
 pub use config::{ClientConfig, Reconnect};
 pub use error::ClientError;
@@ -93,9 +96,9 @@ pub use event::{Closed, Event, Gap};
 
 use crate::protocol::{Command, validate_name, validate_text};
 use crossbeam_channel::{Receiver, RecvTimeoutError, bounded, unbounded};
-use link::Inner;
 use parking_lot::Mutex;
 use requests::{NickMode, Pending};
+use shared::Shared;
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
@@ -105,7 +108,7 @@ use std::time::{Duration, Instant};
 /// A connection to a tickcast server (two, when redundant). See the
 /// [module docs](self). Dropping it closes it and ends its threads.
 pub struct Client {
-    inner: Arc<Inner>,
+    shared: Arc<Shared>,
     events: Receiver<Event>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     /// Disconnects when every link thread has ended.
@@ -136,20 +139,20 @@ impl Client {
         let wait = config.connect_timeout + config.request_timeout;
         let (events_tx, events) = unbounded();
         let (first_tx, first) = bounded(1);
-        let inner = Arc::new(Inner::new(config, addrs, events_tx, first_tx));
-        let stream = inner.dial().map_err(ClientError::Connect)?;
+        let shared = Arc::new(Shared::new(config, addrs, events_tx, first_tx));
+        let stream = shared.dial().map_err(ClientError::Connect)?;
 
         let (done_tx, finished) = bounded::<()>(0);
         let mut threads = Vec::new();
         let mut stream = Some(stream);
-        for link in 0..inner.link_count() {
-            let link_inner = Arc::clone(&inner);
+        for link in 0..shared.link_count() {
+            let link_shared = Arc::clone(&shared);
             let initial = stream.take();
             let done = done_tx.clone();
             let spawned = thread::Builder::new()
                 .name(format!("tickcast-client-link-{link}"))
                 .spawn(move || {
-                    link::run(link_inner, link, initial);
+                    link::run(link_shared, link, initial);
                     drop(done);
                 });
             match spawned {
@@ -157,7 +160,7 @@ impl Client {
                 Err(e) => {
                     // No thread may outlive this call: stop and join the
                     // link already started.
-                    inner.close(Closed::GaveUp);
+                    shared.stop(Closed::GaveUp);
                     for handle in threads {
                         let _ = handle.join();
                     }
@@ -166,7 +169,7 @@ impl Client {
             }
         }
         let client = Client {
-            inner,
+            shared,
             events,
             threads: Mutex::new(threads),
             finished,
@@ -250,7 +253,7 @@ impl Client {
 
     /// Round-trip time to the server.
     pub fn ping(&self) -> Result<Duration, ClientError> {
-        let token = self.inner.token("ping");
+        let token = self.shared.token("ping");
         let command = Command::Ping(&token);
         self.request(&command, |reply| Pending::Ping {
             token: token.clone(),
@@ -270,7 +273,7 @@ impl Client {
             Ok(None) => return Ok(()),
             // The server will answer ERR; pass it through as typed.
             Err(_) => {
-                let link = self.inner.primary()?;
+                let link = self.shared.primary()?;
                 return self.send_raw(link, line);
             }
         };
@@ -286,9 +289,9 @@ impl Client {
                 },
             ),
             Command::Quit(reason) => {
-                self.inner.begin_close();
-                for link in 0..self.inner.link_count() {
-                    let _ = self.inner.send(link, &Command::Quit(reason), None, None);
+                self.shared.begin_stop();
+                for link in 0..self.shared.link_count() {
+                    let _ = self.shared.send(link, &Command::Quit(reason), None, None);
                 }
                 Ok(())
             }
@@ -308,29 +311,29 @@ impl Client {
     /// threads. Events the server sent before its `BYE` are on the channel.
     pub fn quit(&self, reason: &str) -> Result<(), ClientError> {
         validate_text(reason).map_err(ClientError::InvalidText)?;
-        self.inner.begin_close();
-        for link in 0..self.inner.link_count() {
-            let _ = self.inner.send(link, &Command::Quit(reason), None, None);
+        self.shared.begin_stop();
+        for link in 0..self.shared.link_count() {
+            let _ = self.shared.send(link, &Command::Quit(reason), None, None);
         }
         if let Err(RecvTimeoutError::Timeout) = self
             .finished
-            .recv_timeout(self.inner.config.request_timeout)
+            .recv_timeout(self.shared.config.request_timeout)
         {
-            self.inner.cut_all();
+            self.shared.close_links();
         }
         self.join();
-        self.inner.close(Closed::Quit);
+        self.shared.stop(Closed::Quit);
         Ok(())
     }
 
     /// The current name (of the connection that carries commands).
     pub fn name(&self) -> Option<String> {
-        self.inner.name()
+        self.shared.name()
     }
 
     /// Whether a connection is up and through its handshake.
     pub fn is_connected(&self) -> bool {
-        self.inner.is_ready()
+        self.shared.is_ready()
     }
 
     fn send(
@@ -339,15 +342,15 @@ impl Client {
         payload: Option<&[u8]>,
         pending: Pending,
     ) -> Result<(), ClientError> {
-        let link = self.inner.primary()?;
-        self.inner.send(link, command, payload, Some(pending))
+        let link = self.shared.primary()?;
+        self.shared.send(link, command, payload, Some(pending))
     }
 
     /// A line the client cannot parse goes out as it is; the server's
     /// `ERR` for it comes back as an event.
     fn send_raw(&self, link: usize, line: &str) -> Result<(), ClientError> {
         let bytes = format!("{line}\n");
-        self.inner
+        self.shared
             .write(link, bytes.as_bytes(), Some(Pending::Passthrough))
     }
 
@@ -358,7 +361,7 @@ impl Client {
     ) -> Result<T, ClientError> {
         let (reply, answer) = bounded(1);
         self.send(command, None, pending(reply))?;
-        match answer.recv_timeout(self.inner.config.request_timeout) {
+        match answer.recv_timeout(self.shared.config.request_timeout) {
             Ok(result) => result,
             Err(RecvTimeoutError::Timeout) => Err(ClientError::Timeout),
             Err(RecvTimeoutError::Disconnected) => Err(ClientError::Disconnected),
@@ -382,7 +385,7 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("addrs", &self.inner.addrs)
+            .field("addrs", &self.shared.addrs)
             .field("name", &self.name())
             .finish_non_exhaustive()
     }
@@ -390,9 +393,9 @@ impl fmt::Debug for Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        self.inner.begin_close();
-        self.inner.cut_all();
+        self.shared.begin_stop();
+        self.shared.close_links();
         self.join();
-        self.inner.close(Closed::Quit);
+        self.shared.stop(Closed::Quit);
     }
 }

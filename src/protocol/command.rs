@@ -9,7 +9,7 @@
 //! there a TEXT after the NAME). Whether a name is free or a key is known
 //! is the server's business; see `server::session`.
 
-use super::ErrorCode;
+use super::{DigitsError, ErrorCode, parse_digits};
 use std::fmt;
 use std::io::Write;
 
@@ -186,10 +186,11 @@ fn opt_field(field: &str) -> String {
 /// Plain ASCII digits, at least one. A number too large for `u64`
 /// saturates: it is still "a decimal number", just over every limit.
 fn parse_len(s: &str) -> Option<u64> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+    match parse_digits(s.as_bytes()) {
+        Ok(len) => Some(len),
+        Err(DigitsError::Overflow) => Some(u64::MAX),
+        Err(DigitsError::Empty | DigitsError::NotDigit) => None,
     }
-    Some(s.parse().unwrap_or(u64::MAX))
 }
 
 fn parse_resume(args: &str) -> Option<Command<'_>> {
@@ -200,10 +201,7 @@ fn parse_resume(args: &str) -> Option<Command<'_>> {
     if key.is_some_and(|k| k.is_empty() || k.contains(' ')) {
         return None;
     }
-    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let after = seq.parse().ok()?;
+    let after = parse_digits(seq.as_bytes()).ok()?;
     Some(Command::Resume { after, key })
 }
 

@@ -27,8 +27,22 @@
 //! [`FrameReader::read_payload`] (or discards them with
 //! [`FrameReader::skip_payload`]), then checks the terminating LF with
 //! [`FrameReader::read_payload_end`].
+//!
+//! # Telnet
+//!
+//! `telnet` is a client too, and it speaks a little more than lines: its
+//! commands start with the byte IAC (255), which can never appear in UTF-8
+//! text. When a telnet user presses Ctrl-C, telnet sends `IAC IP IAC DO
+//! TIMING-MARK` and then throws away everything it receives until the
+//! server answers the timing mark. A reader made
+//! [`with_telnet`](FrameReader::with_telnet) (the server's) takes such
+//! commands out of the lines and hands each one out as [`Frame::Telnet`],
+//! so the server can answer them; payload bytes are never looked at.
 
 use std::io::{self, ErrorKind, Read};
+
+/// The byte that starts a telnet command.
+pub const IAC: u8 = 255;
 
 /// How many bytes the reader asks the socket for at least, and its first
 /// buffer size. Large enough that a busy connection costs few `read` calls,
@@ -49,6 +63,55 @@ pub enum Frame<'a> {
     /// knows; the rest of the line, up to its LF, is discarded without
     /// being buffered.
     TooLong(&'a [u8]),
+    /// A telnet command found in a line (only from a reader made
+    /// [`with_telnet`](FrameReader::with_telnet)); it is not part of the
+    /// line.
+    Telnet(Telnet),
+}
+
+/// A telnet command (RFC 854): an option negotiation, or a one-byte
+/// command such as IP (interrupt process, 244).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Telnet {
+    /// `IAC WILL option`: the client offers to use an option.
+    Will(u8),
+    /// `IAC WONT option`.
+    Wont(u8),
+    /// `IAC DO option`: the client asks the server to use an option.
+    Do(u8),
+    /// `IAC DONT option`.
+    Dont(u8),
+    /// `IAC cmd`, for any other command byte (subnegotiations are skipped).
+    Command(u8),
+}
+
+impl Telnet {
+    /// Telnet's TIMING-MARK option.
+    pub const TIMING_MARK: u8 = 6;
+    /// The command bytes by which a telnet user says "stop": EOF, SUSP,
+    /// ABORT, BRK, IP (interrupt process) and AO (abort output).
+    pub const STOPS: [u8; 6] = [236, 237, 238, 243, 244, 245];
+
+    /// Parses the command at the start of `bytes` (which starts with IAC).
+    /// Returns it and how many bytes it took, or `None` if more bytes are
+    /// needed.
+    fn parse(bytes: &[u8]) -> Option<(Telnet, usize)> {
+        const SB: u8 = 250;
+        const SE: u8 = 240;
+        let &cmd = bytes.get(1)?;
+        let option = || bytes.get(2).copied();
+        Some(match cmd {
+            251 => (Telnet::Will(option()?), 3),
+            252 => (Telnet::Wont(option()?), 3),
+            253 => (Telnet::Do(option()?), 3),
+            254 => (Telnet::Dont(option()?), 3),
+            SB => {
+                let end = bytes.windows(2).position(|w| w == [IAC, SE])?;
+                (Telnet::Command(SB), end + 2)
+            }
+            cmd => (Telnet::Command(cmd), 2),
+        })
+    }
 }
 
 /// Reads [`Frame`]s out of any byte source; see the [module docs](self).
@@ -66,6 +129,10 @@ pub struct FrameReader<R> {
     /// Inside an overlong line: drop everything up to the next LF.
     discarding: bool,
     max_line: usize,
+    /// Whether telnet commands are taken out of lines.
+    telnet: bool,
+    /// Whether the buffer is given back while nothing is buffered.
+    release_when_idle: bool,
 }
 
 impl<R: Read> FrameReader<R> {
@@ -79,7 +146,26 @@ impl<R: Read> FrameReader<R> {
             scanned: 0,
             discarding: false,
             max_line,
+            telnet: false,
+            release_when_idle: false,
         }
+    }
+
+    /// Gives the buffer back whenever everything in it has been handed
+    /// out, and waits for the next bytes with a one-byte read: an idle
+    /// connection then holds no buffer at all (the server has thousands).
+    pub fn release_when_idle(mut self) -> Self {
+        self.release_when_idle = true;
+        if self.start == self.end {
+            self.buf = Vec::new();
+        }
+        self
+    }
+
+    /// Also takes telnet commands out of lines (see the module docs).
+    pub fn with_telnet(mut self) -> Self {
+        self.telnet = true;
+        self
     }
 
     /// The byte source.
@@ -104,6 +190,9 @@ impl<R: Read> FrameReader<R> {
     /// the middle of one (a partial line is never handed out).
     pub fn read_line(&mut self) -> io::Result<Option<Frame<'_>>> {
         let (line_start, line_len) = loop {
+            if let Some(command) = self.take_telnet() {
+                return Ok(Some(Frame::Telnet(command)));
+            }
             let unread = &self.buf[self.start..self.end];
             if let Some(i) = find_lf(&unread[self.scanned..]).map(|i| i + self.scanned) {
                 let consumed = i + 1;
@@ -206,6 +295,42 @@ impl<R: Read> FrameReader<R> {
         }
     }
 
+    /// Waits for the first byte with no buffer, then makes one: see
+    /// [`FrameReader::release_when_idle`].
+    fn fill_from_idle(&mut self) -> io::Result<usize> {
+        self.buf = Vec::new();
+        let mut first = [0u8; 1];
+        let n = loop {
+            match self.inner.read(&mut first) {
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                other => break other?,
+            }
+        };
+        if n == 1 {
+            self.buf = vec![0; READ_CHUNK.min(self.max_line.saturating_add(2)).max(64)];
+            self.buf[0] = first[0];
+            self.end = 1;
+        }
+        Ok(n)
+    }
+
+    /// Takes the first complete telnet command out of the current line,
+    /// if there is one.
+    fn take_telnet(&mut self) -> Option<Telnet> {
+        if !self.telnet || self.discarding {
+            return None;
+        }
+        let unread = &self.buf[self.start..self.end];
+        // One pass: whichever comes first, the line's end or an IAC.
+        let at = memchr::memchr2(b'\n', IAC, unread).filter(|&i| unread[i] == IAC)?;
+        let (command, len) = Telnet::parse(&unread[at..])?;
+        let from = self.start + at;
+        self.buf.copy_within(from + len..self.end, from);
+        self.end -= len;
+        self.scanned = 0;
+        Some(command)
+    }
+
     fn next_byte(&mut self) -> io::Result<u8> {
         if self.start == self.end && self.fill()? == 0 {
             return Err(ErrorKind::UnexpectedEof.into());
@@ -223,6 +348,9 @@ impl<R: Read> FrameReader<R> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+            if self.release_when_idle {
+                return self.fill_from_idle();
+            }
         } else if self.end == self.buf.len() && self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -230,6 +358,7 @@ impl<R: Read> FrameReader<R> {
         }
         if self.end == self.buf.len() {
             let limit = self.max_line.saturating_add(2);
+            // (A released buffer is empty: this makes a first one.)
             let grown = (self.buf.len() * 2).clamp(READ_CHUNK, limit.max(READ_CHUNK));
             self.buf.resize(grown, 0);
         }
@@ -248,7 +377,7 @@ impl<R: Read> FrameReader<R> {
 
 /// Where the first LF in `bytes` is.
 fn find_lf(bytes: &[u8]) -> Option<usize> {
-    bytes.iter().position(|&b| b == b'\n')
+    memchr::memchr(b'\n', bytes)
 }
 
 /// A line without the CR that may precede its LF.
@@ -311,6 +440,7 @@ mod tests {
                     assert!(head.len() > max_line);
                     out.push(Err("too long"))
                 }
+                Ok(Some(Frame::Telnet(_))) => unreachable!("telnet is off"),
                 Ok(None) => return out,
                 Err(e) if e.kind() == ErrorKind::UnexpectedEof => {
                     out.push(Err("eof"));
@@ -366,6 +496,70 @@ mod tests {
         assert_eq!(r.read_line().unwrap(), Some(Frame::Line(b"after")));
         assert!(r.buf.len() <= 4096, "buffer grew to {}", r.buf.len());
         assert_eq!(r.read_line().unwrap(), None);
+    }
+
+    #[test]
+    fn telnet_commands_are_taken_out_of_lines_but_not_out_of_payloads() {
+        // Ctrl-C in telnet, then a line with a negotiation in the middle,
+        // then a payload holding the same bytes.
+        let data = b"\xff\xf4\xff\xfd\x06he\xff\xfb\x01llo\r\n/send 3\n\xff\xf4x\n";
+        let mut r = FrameReader::new(&data[..], 64).with_telnet();
+        let mut got = Vec::new();
+        loop {
+            match r.read_line().unwrap() {
+                Some(Frame::Line(l)) if l.starts_with(b"/send") => {
+                    got.push(format!("{:?}", String::from_utf8_lossy(l)));
+                    let mut payload = Vec::new();
+                    r.read_payload(3, &mut payload).unwrap();
+                    assert_eq!(payload, b"\xff\xf4x");
+                    assert!(r.read_payload_end().unwrap());
+                }
+                Some(frame) => got.push(format!("{frame:?}")),
+                None => break,
+            }
+        }
+        assert_eq!(
+            got,
+            [
+                "Telnet(Command(244))",
+                "Telnet(Do(6))",
+                "Telnet(Will(1))",
+                "Line([104, 101, 108, 108, 111])",
+                "\"/send 3\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_telnet_command_split_across_reads_waits_for_its_last_byte() {
+        let data = b"\xff\xfd\x01hi\n";
+        for step in 1..data.len() {
+            let reader = Trickle { data, step };
+            let mut r = FrameReader::new(reader, 64).with_telnet();
+            assert_eq!(r.read_line().unwrap(), Some(Frame::Telnet(Telnet::Do(1))));
+            assert_eq!(r.read_line().unwrap(), Some(Frame::Line(b"hi")));
+        }
+    }
+
+    #[test]
+    fn a_reader_that_releases_its_buffer_when_idle_reads_the_same_frames() {
+        let data = b"one\ntwo\n/send 3\nabc\nthree\n";
+        for step in 1..data.len() {
+            let mut plain = FrameReader::new(Trickle { data, step }, 64);
+            let mut idle = FrameReader::new(Trickle { data, step }, 64).release_when_idle();
+            for _ in 0..3 {
+                let a = format!("{:?}", plain.read_line().unwrap());
+                assert_eq!(a, format!("{:?}", idle.read_line().unwrap()));
+            }
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            plain.read_payload(3, &mut a).unwrap();
+            idle.read_payload(3, &mut b).unwrap();
+            assert_eq!(a, b);
+            assert!(idle.read_payload_end().unwrap());
+            assert_eq!(idle.read_line().unwrap(), Some(Frame::Line(b"three")));
+            assert_eq!(idle.read_line().unwrap(), None);
+            assert_eq!(idle.buf.capacity(), 0, "nothing held while idle");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! it. Encoding then parsing gives back the same value (a property test in
 //! `tests/` checks this for arbitrary values).
 
-use super::{ErrorCode, Reason, format_time, parse_time};
+use super::{ErrorCode, Reason, format_time, parse_digits, parse_time};
 use std::fmt;
 use std::io::Write;
 use std::time::SystemTime;
@@ -218,29 +218,27 @@ impl<'a> ServerLine<'a> {
     pub fn broadcast_seq(line: &[u8]) -> Option<u64> {
         let space = line.iter().position(|&b| b == b' ')?;
         let (verb, rest) = (&line[..space], &line[space + 1..]);
-        if ![&b"MSG"[..], b"DATA", b"JOIN", b"NICK", b"LEAVE", b"TICK"].contains(&verb) {
+        if !BROADCAST_VERBS.iter().any(|v| v.as_bytes() == verb) {
             return None;
         }
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        if digits == 0 || rest.get(digits) != Some(&b' ') {
-            return None;
-        }
-        std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
+        let space = rest.iter().position(|&b| b == b' ')?;
+        parse_digits(&rest[..space]).ok()
     }
 
     /// Parses one server line (without its line end).
     pub fn parse(line: &'a str) -> Result<ServerLine<'a>, LineError> {
         let mut f = Fields::new(line);
         let verb = f.word("verb")?;
-        let parsed = match verb {
-            "WELCOME" => ServerLine::Welcome {
-                id: f.number("ID")?,
-                name: f.word("NAME")?,
-                time: f.time()?,
-                key: f.word("KEY")?,
-                epoch: f.word("EPOCH")?,
-                text: f.text(),
-            },
+        if BROADCAST_VERBS.contains(&verb) {
+            ServerLine::parse_event(verb, f)
+        } else {
+            ServerLine::parse_reply(verb, f, line)
+        }
+    }
+
+    /// The fields of a broadcast event, after its VERB.
+    fn parse_event(verb: &str, mut f: Fields<'a>) -> Result<ServerLine<'a>, LineError> {
+        Ok(match verb {
             "MSG" => ServerLine::Msg {
                 seq: f.number("SEQ")?,
                 from: f.word("FROM")?,
@@ -250,10 +248,6 @@ impl<'a> ServerLine<'a> {
                 seq: f.number("SEQ")?,
                 from: f.word("FROM")?,
                 len: f.last_number("LEN")?,
-            },
-            "DM" => ServerLine::Dm {
-                from: f.word("FROM")?,
-                text: f.text(),
             },
             "JOIN" => ServerLine::Join {
                 seq: f.number("SEQ")?,
@@ -272,6 +266,25 @@ impl<'a> ServerLine<'a> {
             "TICK" => ServerLine::Tick {
                 seq: f.number("SEQ")?,
                 time: f.time()?,
+                text: f.text(),
+            },
+            other => unreachable!("{other:?} is not in BROADCAST_VERBS"),
+        })
+    }
+
+    /// The fields of any other line, after its VERB.
+    fn parse_reply(verb: &str, mut f: Fields<'a>, line: &str) -> Result<ServerLine<'a>, LineError> {
+        let parsed = match verb {
+            "WELCOME" => ServerLine::Welcome {
+                id: f.number("ID")?,
+                name: f.word("NAME")?,
+                time: f.time()?,
+                key: f.word("KEY")?,
+                epoch: f.word("EPOCH")?,
+                text: f.text(),
+            },
+            "DM" => ServerLine::Dm {
+                from: f.word("FROM")?,
                 text: f.text(),
             },
             "USERS" => {
@@ -302,6 +315,10 @@ impl<'a> ServerLine<'a> {
         Ok(parsed)
     }
 }
+
+/// The verbs of broadcast events: `VERB SEQ …`, numbered by the server's
+/// one counter.
+const BROADCAST_VERBS: [&str; 6] = ["MSG", "DATA", "JOIN", "NICK", "LEAVE", "TICK"];
 
 /// Appends a whole `DATA SEQ FROM LEN` frame: header, payload, LF.
 pub fn encode_data(seq: u64, from: &str, payload: &[u8], out: &mut Vec<u8>) {
@@ -367,14 +384,13 @@ impl<'a> Fields<'a> {
     /// The next word as a plain decimal number.
     fn number(&mut self, what: &str) -> Result<u64, LineError> {
         let word = self.word(what)?;
-        parse_number(word)
-            .ok_or_else(|| LineError::new(format!("{what} is not a number: {word:?}")))
+        digits(what, word)
     }
 
+    /// The next word, which must be the last one, as a number.
     fn last_number(&mut self, what: &str) -> Result<u64, LineError> {
         let word = self.last_word(what)?;
-        parse_number(word)
-            .ok_or_else(|| LineError::new(format!("{what} is not a number: {word:?}")))
+        digits(what, word)
     }
 
     fn time(&mut self) -> Result<SystemTime, LineError> {
@@ -388,12 +404,10 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn parse_number(word: &str) -> Option<u64> {
-    if word.bytes().all(|b| b.is_ascii_digit()) {
-        word.parse().ok()
-    } else {
-        None
-    }
+/// The field `what` as a number (see [`parse_digits`]).
+fn digits(what: &str, word: &str) -> Result<u64, LineError> {
+    parse_digits(word.as_bytes())
+        .map_err(|_| LineError::new(format!("{what} is not a number: {word:?}")))
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ pub mod frame;
 pub mod line;
 
 pub use command::{Command, CommandError};
-pub use frame::{Frame, FrameReader};
+pub use frame::{Frame, FrameReader, Telnet};
 pub use line::{LineError, ServerLine};
 
 use std::fmt;
@@ -49,173 +49,160 @@ pub const GUEST_PREFIX: &str = "guest-";
 /// be confused with a client's.
 pub const SERVER_SENDER: &str = "*";
 
-/// Why a connection ended: the word in `BYE REASON` and `LEAVE … REASON`.
-///
-/// `BYE` uses the reasons the server can give when *it* closes a
-/// connection; `LEAVE` additionally uses [`Reason::Closed`],
-/// [`Reason::SlowConsumer`] and [`Reason::Error`], which describe a
-/// connection that ended without a `BYE`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    /// The client sent `/quit`.
-    Quit,
-    /// The client closed or reset the connection.
-    Closed,
-    /// The client did not accept bytes within the write timeout.
-    SlowConsumer,
-    /// An unexpected I/O error on the connection.
-    Error,
-    /// The server is shutting down.
-    Shutdown,
-    /// The client was silent for the whole idle timeout.
-    Timeout,
-    /// Another connection took this one over with its session key.
-    Replaced,
-    /// The server already holds `--max-clients` connections.
-    ServerFull,
-    /// The client's address already holds `--max-per-ip` connections.
-    TooManyConnections,
-    /// The client sent a wrong token with `/auth`.
-    AuthFailed,
-    /// A `/send` declared more bytes than `--max-payload`.
-    PayloadTooLarge,
-    /// The byte after a `/send` payload was not LF.
-    ProtocolError,
-}
-
-impl Reason {
-    /// Every reason, in declaration order.
-    pub const ALL: [Reason; 12] = [
-        Reason::Quit,
-        Reason::Closed,
-        Reason::SlowConsumer,
-        Reason::Error,
-        Reason::Shutdown,
-        Reason::Timeout,
-        Reason::Replaced,
-        Reason::ServerFull,
-        Reason::TooManyConnections,
-        Reason::AuthFailed,
-        Reason::PayloadTooLarge,
-        Reason::ProtocolError,
-    ];
-
-    /// The word used on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Quit => "quit",
-            Reason::Closed => "closed",
-            Reason::SlowConsumer => "slow-consumer",
-            Reason::Error => "error",
-            Reason::Shutdown => "shutdown",
-            Reason::Timeout => "timeout",
-            Reason::Replaced => "replaced",
-            Reason::ServerFull => "server-full",
-            Reason::TooManyConnections => "too-many-connections",
-            Reason::AuthFailed => "auth-failed",
-            Reason::PayloadTooLarge => "payload-too-large",
-            Reason::ProtocolError => "protocol-error",
+/// Declares an enum of wire words from one table of `Variant => "word"`
+/// rows, and derives from that same table `ALL` (every value, in order),
+/// `as_str`, `Display` and `FromStr`. Written once, a word cannot be
+/// left out of one of them: a variant missing from `ALL` would not parse.
+macro_rules! wire_words {
+    (
+        $(#[$doc:meta])*
+        pub enum $name:ident, unknown: $unknown:literal {
+            $( $(#[$vdoc:meta])* $variant:ident => $word:literal, )+
         }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Reason {
-    type Err = LineError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Reason::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| LineError::new(format!("unknown reason {s:?}")))
-    }
-}
-
-/// The `CODE` of an `ERR CODE TEXT` line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    /// A line starting with `/` that names no command.
-    UnknownCommand,
-    /// A command's arguments are missing or malformed.
-    BadArgs,
-    /// A line longer than `--max-line`.
-    LineTooLong,
-    /// A line that is not valid UTF-8.
-    InvalidUtf8,
-    /// A line holding control characters other than TAB.
-    InvalidText,
-    /// `/nick` asked for a name someone else holds.
-    NickTaken,
-    /// `/nick` asked for a name that breaks the naming rules.
-    NickInvalid,
-    /// `/msg` named nobody who is connected.
-    NoSuchUser,
-    /// The server has a token and this client has not yet sent it.
-    AuthRequired,
-    /// The client sent more lines per second than `--max-rate` allows.
-    RateLimited,
-    /// `/resume` asked for events the history no longer holds.
-    ResumeGap,
-    /// `/resume` presented a key that matches no connection.
-    BadKey,
-}
-
-impl ErrorCode {
-    /// Every code, in declaration order.
-    pub const ALL: [ErrorCode; 12] = [
-        ErrorCode::UnknownCommand,
-        ErrorCode::BadArgs,
-        ErrorCode::LineTooLong,
-        ErrorCode::InvalidUtf8,
-        ErrorCode::InvalidText,
-        ErrorCode::NickTaken,
-        ErrorCode::NickInvalid,
-        ErrorCode::NoSuchUser,
-        ErrorCode::AuthRequired,
-        ErrorCode::RateLimited,
-        ErrorCode::ResumeGap,
-        ErrorCode::BadKey,
-    ];
-
-    /// The word used on the wire.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::UnknownCommand => "unknown-command",
-            ErrorCode::BadArgs => "bad-args",
-            ErrorCode::LineTooLong => "line-too-long",
-            ErrorCode::InvalidUtf8 => "invalid-utf8",
-            ErrorCode::InvalidText => "invalid-text",
-            ErrorCode::NickTaken => "nick-taken",
-            ErrorCode::NickInvalid => "nick-invalid",
-            ErrorCode::NoSuchUser => "no-such-user",
-            ErrorCode::AuthRequired => "auth-required",
-            ErrorCode::RateLimited => "rate-limited",
-            ErrorCode::ResumeGap => "resume-gap",
-            ErrorCode::BadKey => "bad-key",
+    ) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vdoc])* $variant, )+
         }
+
+        impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: [$name; [$($word),+].len()] = [$($name::$variant),+];
+
+            /// The word used on the wire.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( $name::$variant => $word, )+
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = LineError;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                $name::ALL
+                    .into_iter()
+                    .find(|w| w.as_str() == s)
+                    .ok_or_else(|| {
+                        LineError::new(format!(concat!("unknown ", $unknown, " {:?}"), s))
+                    })
+            }
+        }
+    };
+}
+
+wire_words! {
+    /// Why a connection ended: the word in `BYE REASON` and `LEAVE … REASON`.
+    ///
+    /// `BYE` uses the reasons the server can give when *it* closes a
+    /// connection; `LEAVE` additionally uses [`Reason::Closed`],
+    /// [`Reason::SlowConsumer`] and [`Reason::Error`], which describe a
+    /// connection that ended without a `BYE`.
+    pub enum Reason, unknown: "reason" {
+        /// The client sent `/quit`.
+        Quit => "quit",
+        /// The client closed or reset the connection.
+        Closed => "closed",
+        /// The client did not accept bytes within the write timeout.
+        SlowConsumer => "slow-consumer",
+        /// An unexpected I/O error on the connection.
+        Error => "error",
+        /// The server is shutting down.
+        Shutdown => "shutdown",
+        /// The client was silent for the whole idle timeout.
+        Timeout => "timeout",
+        /// Another connection took this one over with its session key.
+        Replaced => "replaced",
+        /// The server already holds `--max-clients` connections.
+        ServerFull => "server-full",
+        /// The client's address already holds `--max-per-ip` connections.
+        TooManyConnections => "too-many-connections",
+        /// The client sent a wrong token with `/auth`.
+        AuthFailed => "auth-failed",
+        /// A `/send` declared more bytes than `--max-payload`.
+        PayloadTooLarge => "payload-too-large",
+        /// The byte after a `/send` payload was not LF.
+        ProtocolError => "protocol-error",
     }
 }
 
-impl fmt::Display for ErrorCode {
+wire_words! {
+    /// The `CODE` of an `ERR CODE TEXT` line.
+    pub enum ErrorCode, unknown: "error code" {
+        /// A line starting with `/` that names no command.
+        UnknownCommand => "unknown-command",
+        /// A command's arguments are missing or malformed.
+        BadArgs => "bad-args",
+        /// A line longer than `--max-line`.
+        LineTooLong => "line-too-long",
+        /// A line that is not valid UTF-8.
+        InvalidUtf8 => "invalid-utf8",
+        /// A line holding control characters other than TAB.
+        InvalidText => "invalid-text",
+        /// `/nick` asked for a name someone else holds.
+        NickTaken => "nick-taken",
+        /// `/nick` asked for a name that breaks the naming rules.
+        NickInvalid => "nick-invalid",
+        /// `/msg` named nobody who is connected.
+        NoSuchUser => "no-such-user",
+        /// The server has a token and this client has not yet sent it.
+        AuthRequired => "auth-required",
+        /// The client sent more lines per second than `--max-rate` allows.
+        RateLimited => "rate-limited",
+        /// `/resume` asked for events the history no longer holds.
+        ResumeGap => "resume-gap",
+        /// `/resume` presented a key that matches no connection.
+        BadKey => "bad-key",
+    }
+}
+
+/// Why a field is not a plain decimal number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigitsError {
+    /// No digits at all.
+    Empty,
+    /// Something other than `0`-`9` (a sign, a space, a letter…).
+    NotDigit,
+    /// Only digits, but too many for a `u64`.
+    Overflow,
+}
+
+impl fmt::Display for DigitsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(match self {
+            DigitsError::Empty => "no digits",
+            DigitsError::NotDigit => "not a decimal number",
+            DigitsError::Overflow => "a number too large",
+        })
     }
 }
 
-impl FromStr for ErrorCode {
-    type Err = LineError;
+impl std::error::Error for DigitsError {}
 
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        ErrorCode::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| LineError::new(format!("unknown error code {s:?}")))
+/// Reads a number the way every numeric field of the protocol is written
+/// (`SEQ`, `LEN`, `ID`, `N`): plain ASCII digits, at least one, no sign,
+/// no spaces. Leading zeros are fine (`007` is 7). The one parser for
+/// numbers on the wire: `str::parse` alone would also take `+7`.
+pub fn parse_digits(digits: &[u8]) -> Result<u64, DigitsError> {
+    if digits.is_empty() {
+        return Err(DigitsError::Empty);
     }
+    if !digits.iter().all(u8::is_ascii_digit) {
+        return Err(DigitsError::NotDigit);
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
+            .ok_or(DigitsError::Overflow)
+    })
 }
 
 /// Why a piece of text may not travel in a line.
@@ -376,6 +363,30 @@ mod tests {
     }
 
     #[test]
+    fn digits_are_strict() {
+        assert_eq!(parse_digits(b"0"), Ok(0));
+        assert_eq!(parse_digits(b"007"), Ok(7));
+        assert_eq!(parse_digits(b"18446744073709551615"), Ok(u64::MAX));
+        assert_eq!(
+            parse_digits(b"18446744073709551616"),
+            Err(DigitsError::Overflow)
+        );
+        assert_eq!(parse_digits(b""), Err(DigitsError::Empty));
+        for bad in ["+7", "-1", " 7", "7 ", "1e3", "0x1", "\u{661}"] {
+            assert_eq!(
+                parse_digits(bad.as_bytes()),
+                Err(DigitsError::NotDigit),
+                "{bad:?}"
+            );
+        }
+        // A stray character counts, however many digits came before it.
+        assert_eq!(
+            parse_digits(b"99999999999999999999999x"),
+            Err(DigitsError::NotDigit)
+        );
+    }
+
+    #[test]
     fn time_has_milliseconds_and_z() {
         let t = UNIX_EPOCH + Duration::from_millis(1_795_341_605_123);
         let s = format_time(t);
@@ -388,9 +399,36 @@ mod tests {
     fn words_round_trip() {
         for r in Reason::ALL {
             assert_eq!(r.as_str().parse::<Reason>().unwrap(), r);
+            assert_eq!(r.to_string(), r.as_str());
         }
         for c in ErrorCode::ALL {
             assert_eq!(c.as_str().parse::<ErrorCode>().unwrap(), c);
+            assert_eq!(c.to_string(), c.as_str());
         }
+    }
+
+    #[test]
+    fn every_word_is_listed_once() {
+        use std::collections::HashSet;
+        let reasons: HashSet<_> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(reasons.len(), Reason::ALL.len());
+        let codes: HashSet<_> = ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(codes.len(), ErrorCode::ALL.len());
+    }
+
+    #[test]
+    fn unknown_words_are_refused() {
+        assert_eq!(
+            "sleepy".parse::<Reason>().unwrap_err().to_string(),
+            "unknown reason \"sleepy\""
+        );
+        assert_eq!(
+            "Quit".parse::<Reason>().unwrap_err().to_string(),
+            "unknown reason \"Quit\""
+        );
+        assert_eq!(
+            "oops".parse::<ErrorCode>().unwrap_err().to_string(),
+            "unknown error code \"oops\""
+        );
     }
 }

@@ -65,7 +65,8 @@ impl Batch {
         &self.events[self.range(from, u64::MAX)]
     }
 
-    /// [`Batch::since`] in the wire format `wire` (`epoch` names this
+    /// The events from SEQ `from` on, in the wire format `wire`: what a
+    /// member who joined at `from` gets of this batch (`epoch` names this
     /// server run in SSE ids).
     pub(crate) fn since_in(&self, wire: Wire, from: u64, epoch: &str) -> &[Bytes] {
         let events = match wire {

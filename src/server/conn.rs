@@ -143,7 +143,7 @@ impl Conn {
     /// The chunks must already be in this connection's wire format.
     pub(crate) fn send(self: &Arc<Self>, chunks: &[Bytes]) -> Result<(), WriteError> {
         let mut outbox = self.outbox.lock();
-        let progress = outbox.push(&self.stream, chunks, Instant::now())?;
+        let progress = outbox.push(&self.stream, chunks)?;
         self.count_out(chunks);
         if progress == Progress::Pending && !outbox.watched {
             outbox.watched = true;
@@ -172,7 +172,7 @@ impl Conn {
     /// aborted by the flusher.
     pub(crate) fn finish(self: &Arc<Self>, chunks: &[Bytes]) {
         let mut outbox = self.outbox.lock();
-        let pushed = outbox.push(&self.stream, chunks, Instant::now());
+        let pushed = outbox.push(&self.stream, chunks);
         if pushed.is_ok() {
             self.count_out(chunks);
         }

@@ -194,9 +194,12 @@ impl Shared {
     /// call it; it never waits.
     pub(crate) fn drop_client(&self, conn: &Conn, reason: Reason) {
         let claim = self.registry.claim(conn, reason);
-        // Even a lost claim closes: the one who won may be waiting for a
-        // last line that this client will never take.
-        conn.close_for(reason);
+        // A lost claim leaves the connection to whoever ended it (it may be
+        // writing a last `BYE`), except for a slow consumer: that one is
+        // not going to take its last line either.
+        if claim.won() || reason == Reason::SlowConsumer {
+            conn.close_for(reason);
+        }
         if claim == Claim::Listed && !self.is_stopping() {
             let _ = self.departures.send(conn.id);
         }
@@ -251,13 +254,7 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
     // `listen` again on a listening socket only changes its backlog).
     socket2::SockRef::from(&listener).listen(LISTEN_BACKLOG)?;
     let local_addr = listener.local_addr()?;
-    // `--http`: the second door, bound now so that its address is known.
-    let http_listener = config.http.map(TcpListener::bind).transpose()?;
-    let http_addr = http_listener
-        .as_ref()
-        .map(TcpListener::local_addr)
-        .transpose()?;
-    let http_waker = http_addr.map(accept::Waker::new).transpose()?;
+    let (http_listener, http_addr, http_waker) = bind_http(config.http)?;
     let counters = Arc::new(Counters::new());
     let mut epoch = [0u8; 8];
     getrandom::fill(&mut epoch).map_err(io::Error::other)?;
@@ -355,6 +352,23 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
         finished: done_rx,
         acceptor: Some(acceptor),
     })
+}
+
+/// `--http`: the second door, bound before anything starts so that its
+/// address is known, with the socket that will wake its `accept()`.
+fn bind_http(
+    at: Option<SocketAddr>,
+) -> io::Result<(
+    Option<TcpListener>,
+    Option<SocketAddr>,
+    Option<accept::Waker>,
+)> {
+    let Some(at) = at else {
+        return Ok((None, None, None));
+    };
+    let listener = TcpListener::bind(at)?;
+    let addr = listener.local_addr()?;
+    Ok((Some(listener), Some(addr), Some(accept::Waker::new(addr)?)))
 }
 
 impl Config {

@@ -162,15 +162,20 @@ impl Outbox {
         &mut self,
         stream: &TcpStream,
         chunks: &[Bytes],
-        now: Instant,
     ) -> Result<Progress, WriteError> {
         if self.stage != Stage::Open {
             return Err(WriteError::Closed);
         }
         let mut written = 0;
         if self.queue.is_empty() {
-            written = send(stream, chunks.iter().map(|c| &c[..])).map_err(|e| self.fail(&e))?;
+            match send(stream, chunks.iter().map(|c| &c[..])) {
+                // The usual case: a reader that keeps up took it all.
+                Ok(Sent::All) => return Ok(Progress::Drained),
+                Ok(Sent::Part(n)) => written = n,
+                Err(e) => return Err(self.fail(&e)),
+            }
         }
+        let now = Instant::now();
         for chunk in chunks {
             if written >= chunk.len() {
                 written -= chunk.len();
@@ -193,8 +198,11 @@ impl Outbox {
         if self.stage == Stage::Closed {
             return Err(WriteError::Closed);
         }
-        let mut written =
-            send(stream, self.queue.iter().map(|(c, _)| &c[..])).map_err(|e| self.fail(&e))?;
+        let mut written = match send(stream, self.queue.iter().map(|(c, _)| &c[..])) {
+            Ok(Sent::All) => self.pending,
+            Ok(Sent::Part(n)) => n,
+            Err(e) => return Err(self.fail(&e)),
+        };
         self.pending -= written;
         while written > 0 {
             let Some((front, _)) = self.queue.front_mut() else {
@@ -249,49 +257,64 @@ impl Outbox {
     }
 }
 
-/// One non-blocking vectored send of `chunks`, repeated while the socket
-/// takes everything (more than [`MAX_SLICES`] chunks need several).
-/// Returns how many bytes went out; a full socket is not an error.
+/// What one [`send`] took.
+enum Sent {
+    /// Everything.
+    All,
+    /// This many bytes, and the socket is full.
+    Part(usize),
+}
+
+/// Non-blocking vectored sends of `chunks` (more than [`MAX_SLICES`]
+/// chunks need several), until everything is sent or the socket is full,
+/// which is not an error.
 fn send<'c>(
     stream: &TcpStream,
     chunks: impl Iterator<Item = &'c [u8]> + Clone,
-) -> io::Result<usize> {
+) -> io::Result<Sent> {
     let mut written = 0;
+    let mut slices = Vec::new();
     loop {
-        let slices = slices_from(chunks.clone(), written);
-        if slices.is_empty() {
-            return Ok(written);
+        let (wanted, more) = slices_from(chunks.clone(), written, &mut slices);
+        if wanted == 0 {
+            return Ok(Sent::All);
         }
-        let wanted: usize = slices.iter().map(|s| s.len()).sum();
         match SockRef::from(stream).send_vectored_with_flags(&slices, SEND_FLAGS) {
             Ok(0) => return Err(ErrorKind::WriteZero.into()),
-            Ok(n) if n < wanted => return Ok(written + n),
+            Ok(n) if n < wanted => return Ok(Sent::Part(written + n)),
+            Ok(_) if !more => return Ok(Sent::All),
             Ok(n) => written += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(written),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(Sent::Part(written)),
             Err(e) => return Err(e),
         }
     }
 }
 
-/// Up to [`MAX_SLICES`] slices over the bytes of `chunks` from offset
-/// `skip` on.
-fn slices_from<'c>(chunks: impl Iterator<Item = &'c [u8]>, mut skip: usize) -> Vec<IoSlice<'c>> {
-    let mut slices = Vec::new();
+/// Points `slices` at up to [`MAX_SLICES`] pieces of the bytes of
+/// `chunks` from offset `skip` on. Returns how many bytes they hold, and
+/// whether more bytes remain after them.
+fn slices_from<'c>(
+    chunks: impl Iterator<Item = &'c [u8]>,
+    mut skip: usize,
+    slices: &mut Vec<IoSlice<'c>>,
+) -> (usize, bool) {
+    slices.clear();
+    let mut wanted = 0;
     for chunk in chunks {
         if skip >= chunk.len() {
             skip -= chunk.len();
             continue;
         }
-        if !chunk[skip..].is_empty() {
-            slices.push(IoSlice::new(&chunk[skip..]));
-        }
-        skip = 0;
         if slices.len() == MAX_SLICES {
-            break;
+            return (wanted, true);
         }
+        let piece = &chunk[skip..];
+        skip = 0;
+        wanted += piece.len();
+        slices.push(IoSlice::new(piece));
     }
-    slices
+    (wanted, false)
 }
 
 #[cfg(test)]
@@ -317,24 +340,29 @@ mod tests {
     #[test]
     fn slices_skip_what_was_sent() {
         let chunks: [&[u8]; 3] = [b"abc", b"de", b"fgh"];
-        let got: Vec<u8> = slices_from(chunks.iter().copied(), 4)
-            .iter()
-            .flat_map(|s| s.iter().copied())
-            .collect();
+        let mut slices = Vec::new();
+        assert_eq!(
+            slices_from(chunks.iter().copied(), 4, &mut slices),
+            (4, false)
+        );
+        let got: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
         assert_eq!(got, b"efgh");
-        assert!(slices_from(chunks.iter().copied(), 8).is_empty());
+        assert_eq!(
+            slices_from(chunks.iter().copied(), 8, &mut slices),
+            (0, false)
+        );
+        assert!(slices.is_empty());
     }
 
     #[test]
     fn a_reader_that_keeps_up_gets_everything_at_once() {
         let (server, mut client) = pair();
         let mut out = Outbox::new(limits(1 << 20));
-        let now = Instant::now();
         let lines = [
             Bytes::from_static(b"MSG 1 a hi\n"),
             Bytes::from_static(b"MSG 2 a yo\n"),
         ];
-        assert_eq!(out.push(&server, &lines, now), Ok(Progress::Drained));
+        assert_eq!(out.push(&server, &lines), Ok(Progress::Drained));
         let mut buf = [0u8; 22];
         client.read_exact(&mut buf).unwrap();
         assert_eq!(&buf, b"MSG 1 a hi\nMSG 2 a yo\n");
@@ -349,11 +377,11 @@ mod tests {
         // Fill the socket until something stays queued.
         let mut pushed = 0;
         while out.pending() == 0 {
-            out.push(&server, std::slice::from_ref(&big), now).unwrap();
+            out.push(&server, std::slice::from_ref(&big)).unwrap();
             pushed += big.len();
         }
         let tail = Bytes::from_static(b"END\n");
-        assert_eq!(out.push(&server, &[tail], now), Ok(Progress::Pending));
+        assert_eq!(out.push(&server, &[tail]), Ok(Progress::Pending));
         pushed += 4;
         // The reader drains; the outbox writes the rest, in order.
         let reader = std::thread::spawn(move || {
@@ -372,7 +400,7 @@ mod tests {
         let (server, _client) = pair();
         let mut out = Outbox::new(limits(100 * 1024));
         let result = (0..1000)
-            .map(|_| out.push(&server, std::slice::from_ref(&big), now))
+            .map(|_| out.push(&server, std::slice::from_ref(&big)))
             .find(|r| r.is_err());
         assert_eq!(result, Some(Err(WriteError::TooFarBehind)));
         assert_eq!(out.stage, Stage::Closed);
@@ -388,8 +416,7 @@ mod tests {
             max_age: Duration::from_secs(2),
         });
         while out.pending() == 0 {
-            out.push(&server, std::slice::from_ref(&big), start)
-                .unwrap();
+            out.push(&server, std::slice::from_ref(&big)).unwrap();
         }
         let later = start + Duration::from_secs(3);
         out.forgive(Duration::from_secs(2));

@@ -67,7 +67,8 @@ use super::conn::{Conn, ReadHalf};
 use super::rate::AUTH_FAIL_DELAY;
 use super::registry::Claim;
 use super::{ServerEvent, Shared};
-use crate::protocol::{ErrorCode, Frame, FrameReader, Reason, ServerLine, guest_name};
+use crate::protocol::frame::IAC;
+use crate::protocol::{ErrorCode, Frame, FrameReader, Reason, ServerLine, Telnet, guest_name};
 use crate::silence::SilenceWatch;
 use bytes::Bytes;
 use crossbeam_channel::bounded;
@@ -118,7 +119,9 @@ pub(crate) fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
     )
     .with_line_limit(config.line_timeout);
     let mut session = Session {
-        reader: FrameReader::new(reader, config.max_line),
+        reader: FrameReader::new(reader, config.max_line)
+            .with_telnet()
+            .release_when_idle(),
         joined: false,
         first_line: true,
         line: Vec::new(),
@@ -165,6 +168,10 @@ impl Session {
                     self.frame_done();
                     self.first_line = false;
                     self.too_long()?;
+                    continue;
+                }
+                Ok(Some(Frame::Telnet(command))) => {
+                    self.telnet(command)?;
                     continue;
                 }
                 Ok(None) => return Err(End::Silent(Reason::Closed)),
@@ -230,6 +237,34 @@ impl Session {
             .client
             .error(&mut ToOutbox, ErrorCode::UnknownCommand, &text);
         End::Bye(Reason::ProtocolError)
+    }
+
+    /// Answers a telnet command (see `protocol::frame`): refuses every
+    /// option, except that it confirms a TIMING-MARK (telnet shows nothing
+    /// until it is confirmed); Ctrl-C and its kin mean the user is leaving.
+    fn telnet(&mut self, command: Telnet) -> Result<(), End> {
+        const WILL: u8 = 251;
+        const WONT: u8 = 252;
+        const DONT: u8 = 254;
+        let answer = match command {
+            Telnet::Do(Telnet::TIMING_MARK) => Some([IAC, WILL, Telnet::TIMING_MARK]),
+            Telnet::Do(option) => Some([IAC, WONT, option]),
+            Telnet::Will(option) => Some([IAC, DONT, option]),
+            Telnet::Command(c) if Telnet::STOPS.contains(&c) => {
+                // Telnet sends `DO TIMING-MARK` right after and waits for
+                // it before it shows anything: confirm it now, so the user
+                // sees the `BYE`.
+                self.client
+                    .conn
+                    .send_line(&[IAC, WILL, Telnet::TIMING_MARK])?;
+                return Err(End::Bye(Reason::Quit));
+            }
+            Telnet::Wont(_) | Telnet::Dont(_) | Telnet::Command(_) => None,
+        };
+        match answer {
+            Some(bytes) => Ok(self.client.conn.send_line(&bytes)?),
+            None => Ok(()),
+        }
     }
 
     /// The frame just read is complete: its time limit stops (and the

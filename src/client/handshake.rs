@@ -1,0 +1,131 @@
+//! The handshake: what a connection sends right after `WELCOME`.
+//!
+//! Three questions decide it, and [`plan`] answers them without I/O:
+//!
+//! 1. Does the server want a token? Then `/auth TOKEN` goes first: nothing
+//!    else is allowed before it.
+//! 2. Has the application had events already? Then `/resume LAST`, so the
+//!    server replays what came after LAST. If this connection takes the
+//!    name's seat (see [`Seat`]) and the lost holder's session key is
+//!    known, the key goes with it: `/resume LAST KEY` also takes the old
+//!    connection's name over.
+//! 3. Does this connection hold the name, and does the client want one?
+//!    Then `/nick NAME`, to be sure of it (the key may have expired).
+//!
+//! The steps are sent at once; each one's last reply counts one step down,
+//! and the connection is *ready* when none is left.
+
+/// Whether a new connection carries the name (see `shared`, "holder").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Seat {
+    /// It does: no link that is up held the name. `lost_key` is the
+    /// session key of the connection that held it before, if any.
+    Holder { lost_key: Option<String> },
+    /// The other link, which is up, holds it.
+    Other,
+}
+
+/// One command of the handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// `/auth TOKEN`.
+    Auth(String),
+    /// `/resume AFTER [KEY]`.
+    Resume { after: u64, key: Option<String> },
+    /// `/nick NAME`.
+    Nick(String),
+}
+
+/// What a connection sends after `WELCOME`, in order: `token` is the
+/// configured token, `last` the last SEQ the application got, `seat`
+/// whether this connection holds the name, `name` the name the client
+/// wants.
+pub(crate) fn plan(
+    token: Option<&str>,
+    last: Option<u64>,
+    seat: Seat,
+    name: Option<&str>,
+) -> Vec<Step> {
+    let (holder, lost_key) = match seat {
+        Seat::Holder { lost_key } => (true, lost_key),
+        Seat::Other => (false, None),
+    };
+    let mut steps = Vec::new();
+    if let Some(token) = token {
+        steps.push(Step::Auth(token.to_string()));
+    }
+    if let Some(after) = last {
+        steps.push(Step::Resume {
+            after,
+            key: lost_key,
+        });
+    }
+    if let Some(name) = name.filter(|_| holder) {
+        steps.push(Step::Nick(name.to_string()));
+    }
+    steps
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(key: Option<&str>) -> Seat {
+        Seat::Holder {
+            lost_key: key.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_first_connection_without_token_or_name_sends_nothing() {
+        assert_eq!(plan(None, None, holder(None), None), []);
+    }
+
+    #[test]
+    fn auth_goes_first() {
+        assert_eq!(
+            plan(Some("t"), Some(4), holder(None), Some("ann")),
+            [
+                Step::Auth("t".into()),
+                Step::Resume {
+                    after: 4,
+                    key: None
+                },
+                Step::Nick("ann".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_holder_resumes_with_the_lost_key_and_takes_the_name() {
+        assert_eq!(
+            plan(None, Some(9), holder(Some("k1")), Some("ann")),
+            [
+                Step::Resume {
+                    after: 9,
+                    key: Some("k1".into())
+                },
+                Step::Nick("ann".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_other_link_resumes_without_key_or_name() {
+        assert_eq!(
+            plan(None, Some(9), Seat::Other, Some("ann")),
+            [Step::Resume {
+                after: 9,
+                key: None
+            }]
+        );
+    }
+
+    #[test]
+    fn nothing_delivered_yet_means_no_resume() {
+        assert_eq!(
+            plan(None, None, holder(Some("k1")), Some("ann")),
+            [Step::Nick("ann".into())]
+        );
+    }
+}
