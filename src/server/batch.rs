@@ -143,6 +143,8 @@ mod tests {
         let mut b = Batch::default();
         b.push(4, Bytes::from_static(b"JOIN 4 al\n"));
         b.push(5, Bytes::from_static(b"MSG 5 al hi\n"));
+        b.since_in(Wire::Line, 4, "e");
+        assert!(b.sse.get().is_none(), "no stream, no conversion");
         let sse = b.since_in(Wire::Sse, 5, "e");
         assert_eq!(sse, [Bytes::from_static(b"id: e:5\ndata: MSG 5 al hi\n\n")]);
         let again = b.since_in(Wire::Sse, 4, "e");

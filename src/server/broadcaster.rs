@@ -489,20 +489,21 @@ impl Broadcaster {
         if batch.is_empty() {
             return;
         }
-        let mut deliveries = 0;
+        // Counted once per batch, not once per client, and before anything
+        // is written: whoever sees an event finds it counted.
+        let epoch = &self.shared.epoch;
+        let events_for = |m: &Member| batch.since_in(m.conn.wire, m.from_seq, epoch);
+        let deliveries: usize = self.members.values().map(|m| events_for(m).len()).sum();
+        self.shared.counters.count_deliveries(deliveries as u64);
         for member in self.members.values() {
-            let wire = member.conn.wire;
-            let events = batch.since_in(wire, member.from_seq, &self.shared.epoch);
+            let events = events_for(member);
             if events.is_empty() {
                 continue;
             }
-            deliveries += events.len() as u64;
             if let Err(e) = member.conn.send(events) {
                 self.shared.drop_client(&member.conn, e.reason());
             }
         }
-        // Counted once per batch, not once per client.
-        self.shared.counters.count_deliveries(deliveries);
     }
 
     fn resume(&mut self, conn: &Conn, after: u64, key: Option<String>) -> ResumeResult {
