@@ -715,3 +715,29 @@ fn a_kept_alive_connection_answers_one_request_after_another() {
     );
     assert_eq!(chunked.status, 411);
 }
+
+#[test]
+fn the_idle_timeout_does_not_apply_to_streams() {
+    let (_server, tcp, http) = serve(Config {
+        idle_timeout: Some(Duration::from_millis(400)),
+        ..http_config()
+    });
+    let mut s = stream(http, "?name=quiet");
+    // A silent TCP client is timed out; the stream, as silent, is not.
+    let mut silent = Raw::connect(tcp);
+    let (lines, _) = silent.until_closed();
+    assert_eq!(lines.last().unwrap(), "BYE timeout", "{lines:?}");
+    let mut watcher = joined(tcp);
+    watcher.line("/list");
+    assert_eq!(watcher.reply(), format!("USERS 2 {} quiet", watcher.name()));
+    let mut seen = Vec::new();
+    while !seen.iter().any(|l: &String| l.ends_with(" timeout")) {
+        seen.push(s.sse.next_broadcast().line().to_string());
+    }
+    assert!(
+        !seen
+            .iter()
+            .any(|l| l.starts_with("LEAVE ") && l.contains(" quiet ")),
+        "{seen:?}"
+    );
+}

@@ -48,6 +48,7 @@
 //! })?;
 //! println!("listening on {}", server.local_addr());
 //! server.notify("prices updated")?;            // goes out as TICK
+//! println!("{} clients, newest SEQ {}", server.stats().clients.len(), server.stats().seq);
 //! for event in server.events().iter().take(3) {
 //!     if let ServerEvent::Message { name, text, .. } = event {
 //!         println!("{name}: {text}");
@@ -57,6 +58,11 @@
 //! server.join();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! With [`Config::http`] set (`Some("127.0.0.1:0".parse()?)` picks a free
+//! port), the same server also serves the HTTP door: the web page, event
+//! streams, `/notify`, `/stats` and `/metrics` (see `docs/HTTP.md`);
+//! [`ServerHandle::http_addr`] says where.
 
 mod accept;
 mod batch;
