@@ -35,7 +35,8 @@ struct Args {
     #[argh(option)]
     port: Option<u16>,
 
-    /// port of the web page [7880, or any free port if that one is taken]
+    /// port of the web page [7880, or any free port if that one is taken
+    /// or --port is 0]
     #[argh(option)]
     http_port: Option<u16>,
 
@@ -86,7 +87,7 @@ impl Board {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Args = argh::from_env();
     let listener = bind(args.port)?;
-    let http = http_address(args.http_port);
+    let http = http_address(args.http_port.or((args.port == Some(0)).then_some(0)));
     let board = Mutex::new(Board::new());
     let hub = server::spawn_on(
         listener,
