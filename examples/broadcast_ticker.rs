@@ -6,8 +6,10 @@
 //! ```
 //!
 //! It starts the hub with a ticker whose text is a simulated price board,
-//! runs a few demo clients (the `tickcast::client` library), and tells you
-//! how to join in with `nc`, `telnet` or `tickcast chat`. The first demo
+//! serves the web page (`--http`, see docs/HTTP.md) and prints its address
+//! first: open it in a browser to watch the board move. It runs a few demo
+//! clients (the `tickcast::client` library), and tells you how to join in
+//! with `nc`, `telnet` or `tickcast chat`. The first demo
 //! client prints what it receives (the others receive the same, in the
 //! same order, so printing theirs would only repeat it), and every 10
 //! seconds the hint on how to join is printed again, so it never scrolls
@@ -32,6 +34,11 @@ struct Args {
     /// port to listen on [7878, or any free port if that one is taken]
     #[argh(option)]
     port: Option<u16>,
+
+    /// port of the web page [7880, or any free port if that one is taken
+    /// or --port is 0]
+    #[argh(option)]
+    http_port: Option<u16>,
 
     /// milliseconds between price updates [1000]
     #[argh(option, default = "1000")]
@@ -80,16 +87,20 @@ impl Board {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Args = argh::from_env();
     let listener = bind(args.port)?;
+    let http = http_address(args.http_port.or((args.port == Some(0)).then_some(0)));
     let board = Mutex::new(Board::new());
     let hub = server::spawn_on(
         listener,
         Config {
             tick: (args.tick_ms > 0).then(|| Duration::from_millis(args.tick_ms)),
             tick_text: Some(Arc::new(move |info| board.lock().step(info))),
+            http: Some(http),
             ..Config::default()
         },
     )?;
     let addr = hub.local_addr();
+    let page = hub.http_addr().expect("the page is served");
+    println!("open the price board in a browser:  http://{page}/");
     println!("tickcast price board on {addr}");
     print_hint(addr);
 
@@ -190,6 +201,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// How to join in: printed at the start and every 10 seconds.
 fn print_hint(addr: SocketAddr) {
     println!("  join in:  cargo run --release -- chat {addr} --name you");
+    println!("            or the web page, whose address is printed above");
     println!(
         "            nc {} {}   or   telnet {} {}",
         addr.ip(),
@@ -198,6 +210,17 @@ fn print_hint(addr: SocketAddr) {
         addr.port()
     );
     println!("  Ctrl-C stops it.\n");
+}
+
+/// Where to serve the page: the port asked for; without one, 7880 if it
+/// is free (checked just before), or else any free port.
+fn http_address(port: Option<u16>) -> SocketAddr {
+    let at = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    match port {
+        Some(port) => at(port),
+        None if TcpListener::bind(at(7880)).is_ok() => at(7880),
+        None => at(0),
+    }
 }
 
 /// Binds the port asked for; without one, 7878 or else any free port.

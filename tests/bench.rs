@@ -282,3 +282,20 @@ fn bad_arguments_are_refused() {
         assert!(out.stdout.is_empty(), "{args:?} printed a report");
     }
 }
+
+#[test]
+fn sse_subscribers_get_the_same_messages_as_tcp_ones() {
+    let out = bench(&[
+        "--subscribers",
+        "6",
+        "--sse",
+        "3",
+        "--count",
+        "300",
+        "--json",
+    ]);
+    let json = assert_all_delivered(&out, 6, 300);
+    assert_eq!(json["sse_subscribers"], 3, "{json}");
+    let refused = bench(&["--subscribers", "2", "--sse", "3", "--count", "1"]);
+    assert!(!refused.status.success());
+}

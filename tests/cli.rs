@@ -4,7 +4,7 @@
 mod support;
 
 use crossbeam_channel::{Receiver, bounded, unbounded};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -572,4 +572,26 @@ fn the_example_config_file_is_valid_and_changes_nothing() {
     assert!(ok, "{with_file}");
     let (_, defaults) = run(&["serve", "--print-config"], &[]);
     assert_eq!(with_file, defaults);
+}
+
+#[test]
+fn with_http_the_second_line_is_the_page_address() {
+    let serve = Serve::start(&["--http", "127.0.0.1:0"], &[]);
+    let second = serve.next_line();
+    let addr: SocketAddr = second
+        .strip_prefix("tickcast http on http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("second line was {second:?}"))
+        .parse()
+        .unwrap();
+    assert_ne!(addr.port(), 0, "the real bound port");
+    let mut socket = std::net::TcpStream::connect(addr).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    socket
+        .write_all(b"GET /healthz HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    socket.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n") && answer.ends_with("\r\n\r\nok\n"));
+    assert!(serve.next_line().starts_with("tickcast no token: "));
 }

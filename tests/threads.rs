@@ -15,7 +15,17 @@ fn thread_count() -> usize {
 #[test]
 fn dropping_clients_and_servers_ends_their_threads() {
     let before = thread_count();
-    let server = support::start(support::config());
+    let server = support::start(tickcast::server::Config {
+        http: Some("127.0.0.1:0".parse().unwrap()),
+        ..support::config()
+    });
+    let http = server.http_addr().unwrap();
+    // An event stream, and a plain HTTP connection left idle mid-head.
+    let mut stream = support::http::Sse::open(http, "/events", &[]);
+    stream.welcome();
+    let mut idle = std::net::TcpStream::connect(http).unwrap();
+    std::io::Write::write_all(&mut idle, b"GET /stats HTTP/1.1\r\n").unwrap();
+    assert_eq!(support::http::get(http, "/healthz").status, 200);
     let plain = Client::connect(server.local_addr()).unwrap();
     let redundant = Client::with_config(
         server.local_addr(),
@@ -37,4 +47,5 @@ fn dropping_clients_and_servers_ends_their_threads() {
     server.shutdown();
     server.join();
     assert_eq!(thread_count(), before);
+    drop((stream, idle));
 }

@@ -120,9 +120,22 @@ pub struct BenchArgs {
     )]
     timeout: Duration,
 
+    /// of the subscribers, how many read an HTTP event stream (GET
+    /// /events) instead of the TCP port; needs the server in this process [0]
+    #[argh(option, default = "0")]
+    sse: usize,
+
     /// print the results as one JSON object instead of a table
     #[argh(switch)]
     json: bool,
+}
+
+/// Where the subscribers connect: the TCP port, and the HTTP port for
+/// the `--sse` ones.
+#[derive(Debug, Clone, Copy)]
+struct Doors {
+    tcp: SocketAddr,
+    http: Option<SocketAddr>,
 }
 
 /// How the publisher paces itself.
@@ -174,6 +187,8 @@ enum Stop {
 /// Everything the run was asked to do, checked.
 struct Plan {
     subscribers: usize,
+    /// How many of them are event streams.
+    sse: usize,
     mode: Mode,
     rate: Option<f64>,
     payload: usize,
@@ -230,6 +245,12 @@ fn plan(args: &BenchArgs) -> Result<Plan, String> {
             args.peer.name()
         ));
     }
+    if args.sse > args.subscribers {
+        return Err("--sse is how many of the --subscribers use SSE: at most all of them".into());
+    }
+    if args.sse > 0 && args.target.is_some() {
+        return Err("--sse needs the server in this process (no --target)".into());
+    }
     if args.server_pid.is_some() && args.target.is_none() {
         return Err("--server-pid goes with --target".into());
     }
@@ -253,6 +274,7 @@ fn plan(args: &BenchArgs) -> Result<Plan, String> {
     let readers = args.readers.unwrap_or(cpus.min(8)).clamp(1, 64);
     Ok(Plan {
         subscribers: args.subscribers,
+        sse: args.sse,
         mode: args.mode,
         rate,
         payload: args.payload,
@@ -277,13 +299,15 @@ fn measure(args: &BenchArgs, plan: &Plan) -> Result<Figures, Box<dyn Error>> {
                 max_line: plan.payload.max(4096) + 64,
                 message_events: false,
                 event_capacity: 16,
+                http: (plan.sse > 0).then(|| SocketAddr::from(([127, 0, 0, 1], 0))),
                 ..Config::default()
             };
             let hub = server::spawn_on(listener, config)?;
             let addr = hub.local_addr();
+            let http = hub.http_addr();
             (
                 Some(hub),
-                addr,
+                Doors { tcp: addr, http },
                 cpu::ServerCpu::InProcess,
                 format!("tickcast in this process ({addr})"),
             )
@@ -298,7 +322,16 @@ fn measure(args: &BenchArgs, plan: &Plan) -> Result<Figures, Box<dyn Error>> {
                 Some(pid) => cpu::ServerCpu::Pid(pid),
                 None => cpu::ServerCpu::Unknown,
             };
-            (None, addr, which, format!("{} at {addr}", args.peer.name()))
+            let doors = Doors {
+                tcp: addr,
+                http: None,
+            };
+            (
+                None,
+                doors,
+                which,
+                format!("{} at {addr}", args.peer.name()),
+            )
         }
     };
     let result = run_load(args, plan, target, server_cpu, server, hub.as_ref());
@@ -313,7 +346,7 @@ fn measure(args: &BenchArgs, plan: &Plan) -> Result<Figures, Box<dyn Error>> {
 fn run_load(
     args: &BenchArgs,
     plan: &Plan,
-    target: SocketAddr,
+    doors: Doors,
     server_cpu: cpu::ServerCpu,
     server: String,
     hub: Option<&ServerHandle>,
@@ -331,6 +364,7 @@ fn run_load(
     };
 
     // The publisher first: its name tells its messages from others'.
+    let target = doors.tcp;
     let mut publisher = connect(target)?;
     let (name, rest) = handshake(&dialect, &mut publisher, plan.timeout)
         .map_err(|e| format!("cannot set up the publisher at {target}: {e}"))?;
@@ -357,7 +391,7 @@ fn run_load(
     }
     let publisher = (publisher, rest);
     let outcome = load(
-        plan, target, &shared, publisher, &inboxes, &progress, server_cpu, hub,
+        plan, doors, &shared, publisher, &inboxes, &progress, server_cpu, hub,
     );
     // Whatever happened: stop the readers and take their figures.
     shared.finished.store(true, Ordering::SeqCst);
@@ -421,7 +455,7 @@ type LoadOutcome = (u64, Duration, Duration, cpu::Sample, cpu::Sample);
 #[allow(clippy::too_many_arguments)]
 fn load(
     plan: &Plan,
-    target: SocketAddr,
+    doors: Doors,
     shared: &Arc<Shared>,
     (publisher, rest): (TcpStream, Vec<u8>),
     inboxes: &[Sender<NewSocket>],
@@ -457,14 +491,22 @@ fn load(
             }
             thread::sleep(Duration::from_millis(1));
         }
-        let mut stream = connect(target)?;
-        stream.write_all(&hello)?;
+        // The --sse ones spread evenly among the others.
+        let sse = (id + 1) * plan.sse / plan.subscribers > id * plan.sse / plan.subscribers;
+        let (stream, leftover) = match doors.http {
+            Some(http) if sse => open_stream(http, plan.timeout)?,
+            _ => {
+                let mut stream = connect(doors.tcp)?;
+                stream.write_all(&hello)?;
+                (stream, Vec::new())
+            }
+        };
         stream.set_nonblocking(true)?;
         let _ = inboxes[id % inboxes.len()].send(NewSocket {
             id,
             stream,
             role: Role::Subscriber,
-            leftover: Vec::new(),
+            leftover,
         });
         if shared.stop.load(Ordering::SeqCst) {
             break;
@@ -674,6 +716,38 @@ fn connect(target: SocketAddr) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Opens an event stream (`GET /events`) and reads its HTTP head, and
+/// nothing more (peeking first): the events after it (SSE) are left in
+/// the socket for a reader, which reads them like TCP lines (see `wire`).
+fn open_stream(
+    http: SocketAddr,
+    timeout: Duration,
+) -> Result<(TcpStream, Vec<u8>), Box<dyn Error>> {
+    let mut stream = connect(http)?;
+    stream.write_all(b"GET /events HTTP/1.1\r\nHost: bench\r\n\r\n")?;
+    stream.set_read_timeout(Some(timeout))?;
+    let mut peeked = [0u8; 4096];
+    let started = Instant::now();
+    let end = loop {
+        let n = stream.peek(&mut peeked)?;
+        if let Some(end) = peeked[..n].windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        if n == 0 || n == peeked.len() || started.elapsed() > timeout {
+            return Err("no complete HTTP head from GET /events".into());
+        }
+        thread::sleep(Duration::from_millis(1)); // the rest of a split head
+    };
+    let mut head = vec![0u8; end];
+    stream.read_exact(&mut head)?;
+    if !head.starts_with(b"HTTP/1.1 200 ") {
+        let text = String::from_utf8_lossy(&head);
+        return Err(format!("GET /events was refused: {text}").into());
+    }
+    stream.set_read_timeout(None)?;
+    Ok((stream, Vec::new()))
+}
+
 /// Sends the publisher's hello and reads (blocking) until it is ready:
 /// returns the name the server gave it, if any, and the bytes that came
 /// after its greeting (for the reader that takes the socket over).
@@ -763,8 +837,12 @@ fn describe(args: &BenchArgs, plan: &Plan) -> String {
         (Mode::Rate, Some(rate)) => format!("at {rate} messages/s"),
         _ => format!("as fast as they go (window {})", args.window),
     };
+    let sse = match plan.sse {
+        0 => String::new(),
+        n => format!(" ({n} of them over SSE)"),
+    };
     format!(
-        "{} subscribers, {}-byte messages, {pace}",
+        "{} subscribers{sse}, {}-byte messages, {pace}",
         plan.subscribers, plan.payload
     )
 }
@@ -877,6 +955,7 @@ fn json(args: &BenchArgs, plan: &Plan, f: &Figures) -> serde_json::Value {
         "rate": plan.rate,
         "window": args.window,
         "subscribers": plan.subscribers,
+        "sse_subscribers": plan.sse,
         "payload_bytes": plan.payload,
         "readers": plan.readers,
         "setup_s": f.setup.as_secs_f64(),

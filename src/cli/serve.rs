@@ -347,7 +347,9 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
         "tickcast listening on {}",
         server.local_addr()
     ));
-    // the HTTP line, when --http is on, goes here
+    if let Some(http) = server.http_addr() {
+        super::log_line(format_args!("tickcast http on http://{http}/"));
+    }
     if token_required {
         logger.startup(
             "token required: clients must /auth with it first",

@@ -44,6 +44,7 @@
 use super::conn::Conn;
 use super::event::ServerEvent;
 use super::outbox::Limits;
+use super::wire::Wire;
 use super::{Shared, session};
 use crate::protocol::{Reason, ServerLine, to_hex};
 use bytes::Bytes;
@@ -68,6 +69,8 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 pub(crate) struct Acceptor {
     pub shared: Arc<Shared>,
+    /// The HTTP acceptor (`--http`), which joins its own threads.
+    pub http: Option<JoinHandle<()>>,
     pub listener: TcpListener,
     /// Wakes the backoff wait at shutdown.
     pub wake: Receiver<()>,
@@ -146,53 +149,19 @@ impl Acceptor {
         peer: SocketAddr,
         done: &Sender<super::ClientId>,
     ) -> Option<(super::ClientId, JoinHandle<()>)> {
-        let config = &self.shared.config;
-        // Small lines must not wait for more data (Nagle).
-        let _ = stream.set_nodelay(true);
-        let mut key = [0u8; 16];
-        if let Err(e) = getrandom::fill(&mut key) {
-            self.shared.emit(ServerEvent::AcceptFailed {
-                error: e.to_string(),
-            });
-            return None;
-        }
-        let limits = super::registry::Admission {
-            max_clients: config.max_clients,
-            max_per_ip: config.max_per_ip,
-        };
-        let outbox = Limits {
-            max_pending: config.max_pending,
-            max_age: config.write_timeout,
-        };
-        // The stream moves into the `Conn` only if admitted; a refused one
-        // comes back here for its `BYE`.
-        let mut stream = Some(stream);
-        let admitted = self.shared.registry.admit(peer, limits, |id| {
-            let stream = stream.take().expect("admit builds one Conn");
-            Conn::new(
-                id,
-                peer,
-                to_hex(&key),
-                stream,
-                outbox,
-                self.shared.flusher.clone(),
-            )
-        });
-        let conn = match admitted {
+        let conn = match admit_conn(&self.shared, stream, peer, Wire::Line) {
             Ok(conn) => conn,
-            Err(reason) => {
+            Err(Refused { reason, stream }) => {
                 // A refused connection gets its BYE line alone. The
                 // socket's buffer is empty, so this never waits.
                 if let Some(stream) = stream {
                     let _ = stream.set_nonblocking(true);
                     let _ = (&stream).write_all(ServerLine::Bye(reason).to_line().as_bytes());
                 }
-                self.shared.emit(ServerEvent::Refused { peer, reason });
                 return None;
             }
         };
         let id = conn.id;
-        self.shared.emit(ServerEvent::Connected { id, peer });
         let shared = Arc::clone(&self.shared);
         let done = done.clone();
         let session_conn = Arc::clone(&conn);
@@ -221,6 +190,7 @@ impl Acceptor {
     fn shut_down(self, sessions: HashMap<super::ClientId, JoinHandle<()>>) {
         let Acceptor {
             shared,
+            http,
             listener,
             broadcaster,
             stop_broadcaster,
@@ -236,19 +206,22 @@ impl Acceptor {
         for conn in &conns {
             conn.stop_reading();
         }
-        // 2. Wait for every session to end.
+        // 2. Wait for every session to end, and for the HTTP door (it
+        //    has been woken too, and joins its own threads).
         for (_, handle) in sessions {
             let _ = handle.join();
+        }
+        if let Some(http) = http {
+            let _ = http.join();
         }
         // 3. Deliver what was accepted.
         let _ = stop_broadcaster.send(());
         let _ = broadcaster.join();
         // 4. Say goodbye to every connection still open, and give the
         //    flusher one write timeout to get it out.
-        let bye = [Bytes::from(ServerLine::Bye(Reason::Shutdown).to_line())];
         for conn in &conns {
             if shared.registry.claim(conn, Reason::Shutdown).won() {
-                conn.finish(&bye);
+                conn.finish(&[conn.wire.bye(Reason::Shutdown)]);
             }
         }
         let _ = stop_flusher.send(Instant::now() + shared.config.write_timeout);
@@ -257,6 +230,63 @@ impl Acceptor {
             conn.close();
         }
         drop(done);
+    }
+}
+
+/// A connection the limits refused, with its socket (when it was not
+/// used up) for the refusal.
+pub(crate) struct Refused {
+    pub reason: Reason,
+    pub stream: Option<TcpStream>,
+}
+
+/// Admits a connection of either door against `--max-clients` and
+/// `--max-per-ip`, gives it a key and a [`Conn`] in the client map, and
+/// counts it. A refusal is counted and reported; the caller tells the
+/// client.
+pub(crate) fn admit_conn(
+    shared: &Shared,
+    stream: TcpStream,
+    peer: SocketAddr,
+    wire: Wire,
+) -> Result<Arc<Conn>, Refused> {
+    let config = &shared.config;
+    // Small lines must not wait for more data (Nagle).
+    let _ = stream.set_nodelay(true);
+    let mut key = [0u8; 16];
+    if let Err(e) = getrandom::fill(&mut key) {
+        let error = e.to_string();
+        shared.emit(ServerEvent::AcceptFailed { error });
+        let (reason, stream) = (Reason::Error, None);
+        return Err(Refused { reason, stream });
+    }
+    let limits = super::registry::Admission {
+        max_clients: config.max_clients,
+        max_per_ip: config.max_per_ip,
+    };
+    let outbox = Limits {
+        max_pending: config.max_pending,
+        max_age: config.write_timeout,
+    };
+    // The stream moves into the `Conn` only if admitted; a refused one
+    // goes back to the caller for its refusal.
+    let mut stream = Some(stream);
+    let admitted = shared.registry.admit(peer, limits, |id| {
+        let stream = stream.take().expect("admit builds one Conn");
+        Conn::new(id, peer, to_hex(&key), stream, wire, outbox, &shared.link)
+    });
+    match admitted {
+        Ok(conn) => {
+            shared.counters.count_connection(wire.transport());
+            let id = conn.id;
+            shared.emit(ServerEvent::Connected { id, peer });
+            Ok(conn)
+        }
+        Err(reason) => {
+            shared.counters.count_refused(reason);
+            shared.emit(ServerEvent::Refused { peer, reason });
+            Err(Refused { reason, stream })
+        }
     }
 }
 

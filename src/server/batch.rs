@@ -7,8 +7,18 @@
 //! write. Each member starts at the first event it is entitled to (its own
 //! `JOIN`), so the batch is a run of consecutive SEQs that can be sliced
 //! by SEQ.
+//!
+//! # Once per wire format
+//!
+//! The events are encoded as protocol lines. When some member is an event
+//! stream (see `wire`), the batch converts *all* its events to SSE once,
+//! the first time a stream asks ([`Batch::since_in`]), and every other
+//! stream shares that conversion: a batch costs one encoding per wire
+//! format present among the members, never one per client.
 
+use super::wire::Wire;
 use bytes::Bytes;
+use std::cell::OnceCell;
 use std::ops::Range;
 
 /// The most events in one batch.
@@ -20,6 +30,8 @@ const MAX_BYTES: usize = 4 * 1024 * 1024;
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     events: Vec<Bytes>,
+    /// The same events as SSE, made on first use.
+    sse: OnceCell<Vec<Bytes>>,
     first: u64,
     bytes: usize,
 }
@@ -33,6 +45,8 @@ impl Batch {
         debug_assert_eq!(seq, self.first + self.events.len() as u64);
         self.bytes += event.len();
         self.events.push(event);
+        // A conversion made before this event is out of date.
+        self.sse.take();
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -46,8 +60,23 @@ impl Batch {
 
     /// The events from SEQ `from` on: what a member who joined at `from`
     /// gets of this batch.
+    #[cfg(test)]
     pub(crate) fn since(&self, from: u64) -> &[Bytes] {
         &self.events[self.range(from, u64::MAX)]
+    }
+
+    /// The events from SEQ `from` on, in the wire format `wire`: what a
+    /// member who joined at `from` gets of this batch (`epoch` names this
+    /// server run in SSE ids).
+    pub(crate) fn since_in(&self, wire: Wire, from: u64, epoch: &str) -> &[Bytes] {
+        let events = match wire {
+            Wire::Line => &self.events,
+            Wire::Sse => self.sse.get_or_init(|| {
+                let convert = |e: &Bytes| wire.broadcast(e, epoch);
+                self.events.iter().map(convert).collect()
+            }),
+        };
+        &events[self.range(from, u64::MAX)]
     }
 
     /// The events with SEQs from `from` up to, not including, `until`.
@@ -107,5 +136,19 @@ mod tests {
         let mut b = Batch::default();
         b.push(1, Bytes::from(vec![0u8; MAX_BYTES]));
         assert!(b.is_full());
+    }
+
+    #[test]
+    fn a_stream_gets_the_sse_conversion_made_once() {
+        let mut b = Batch::default();
+        b.push(4, Bytes::from_static(b"JOIN 4 al\n"));
+        b.push(5, Bytes::from_static(b"MSG 5 al hi\n"));
+        b.since_in(Wire::Line, 4, "e");
+        assert!(b.sse.get().is_none(), "no stream, no conversion");
+        let sse = b.since_in(Wire::Sse, 5, "e");
+        assert_eq!(sse, [Bytes::from_static(b"id: e:5\ndata: MSG 5 al hi\n\n")]);
+        let again = b.since_in(Wire::Sse, 4, "e");
+        assert!(std::ptr::eq(&again[1], &sse[0]), "converted once, shared");
+        assert_eq!(seqs(b.since_in(Wire::Line, 5, "e")), ["MSG 5 al hi\n"]);
     }
 }

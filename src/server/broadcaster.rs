@@ -47,6 +47,7 @@ use super::event::{ClientId, ServerEvent};
 use super::history::History;
 use super::registry::NickError;
 use super::{Shared, TickInfo};
+use crate::http::stats::Verb;
 use crate::protocol::line::encode_data;
 use crate::protocol::{ErrorCode, Reason, ServerLine, is_guest_name};
 use bytes::Bytes;
@@ -57,8 +58,13 @@ use std::time::SystemTime;
 
 /// What can be sent to the broadcaster.
 pub(crate) enum Inbox {
-    /// A connection joined under `name` (it is listed already).
-    Join { conn: Arc<Conn>, name: String },
+    /// A connection joined under `name` (it is listed already). An event
+    /// stream brings what it asked for in its URL.
+    Join {
+        conn: Arc<Conn>,
+        name: String,
+        stream: Option<StreamStart>,
+    },
     /// A member said `text`.
     Say { id: ClientId, text: String },
     /// A member took a new name (already taken in the client map).
@@ -76,6 +82,19 @@ pub(crate) enum Inbox {
         key: Option<String>,
         reply: Sender<ResumeResult>,
     },
+}
+
+/// What an event stream asks for when it joins (`GET /events?...`). It is
+/// done by this thread in the same step as the `JOIN`, so that the replay
+/// and the live events meet exactly: nothing twice, nothing out of order.
+#[derive(Debug, Default)]
+pub(crate) struct StreamStart {
+    /// `since=` / `Last-Event-ID` of this server run: replay after it.
+    pub since: Option<u64>,
+    /// `key=`: take over that connection's name, as `/resume` does.
+    pub key: Option<String>,
+    /// `name=`: then take this name, as `/nick` does (if still a guest).
+    pub name: Option<String>,
 }
 
 /// A member's `/send` payload, on the payload lane.
@@ -226,25 +245,7 @@ impl Broadcaster {
 
     fn handle(&mut self, msg: Inbox) {
         match msg {
-            Inbox::Join { conn, name } => {
-                let seq = self
-                    .publish(|seq, out| ServerLine::Join { seq, name: &name }.encode(out))
-                    .0;
-                self.keys.insert(conn.key.clone(), conn.id);
-                self.shared.emit(ServerEvent::Joined {
-                    seq,
-                    id: conn.id,
-                    name: name.clone(),
-                });
-                self.members.insert(
-                    conn.id,
-                    Member {
-                        conn,
-                        name,
-                        from_seq: seq,
-                    },
-                );
-            }
+            Inbox::Join { conn, name, stream } => self.join(conn, name, stream),
             Inbox::Say { id, text } => {
                 // A member dropped meanwhile (slow consumer, replaced) is
                 // not healthy: what it said last goes with it.
@@ -288,6 +289,29 @@ impl Broadcaster {
         }
     }
 
+    /// A member joins: its `JOIN` is published, and from that SEQ on it
+    /// gets every event (an event stream first takes what its URL asked).
+    fn join(&mut self, conn: Arc<Conn>, name: String, stream: Option<StreamStart>) {
+        let seq = self
+            .publish(|seq, out| ServerLine::Join { seq, name: &name }.encode(out))
+            .0;
+        self.keys.insert(conn.key.clone(), conn.id);
+        self.shared.emit(ServerEvent::Joined {
+            seq,
+            id: conn.id,
+            name: name.clone(),
+        });
+        let member = Member {
+            conn: Arc::clone(&conn),
+            name,
+            from_seq: seq,
+        };
+        self.members.insert(conn.id, member);
+        if let Some(start) = stream {
+            self.start_stream(&conn, start);
+        }
+    }
+
     /// Publishes a member's payload as `DATA`.
     fn publish_payload(&mut self, payload: Payload) {
         let Payload {
@@ -322,6 +346,9 @@ impl Broadcaster {
         let mut out = Vec::new();
         encode(seq, &mut out);
         let encoded = Bytes::from(out);
+        if let Some(verb) = Verb::of_encoded(&encoded) {
+            self.shared.counters.count_event(verb);
+        }
         self.history.push(seq, encoded.clone());
         self.batch.push(seq, encoded.clone());
         (seq, encoded)
@@ -386,8 +413,11 @@ impl Broadcaster {
     fn send_off(&self, member: &Member, leave_seq: Option<u64>, bye: Reason) {
         // At shutdown there is no `LEAVE`: it gets everything so far.
         let until = leave_seq.unwrap_or(self.history.newest() + 1);
-        let mut chunks = self.batch.between(member.from_seq, until).to_vec();
-        chunks.push(Bytes::from(ServerLine::Bye(bye).to_line()));
+        let wire = member.conn.wire;
+        let epoch = &self.shared.epoch;
+        let owed = self.batch.between(member.from_seq, until);
+        let mut chunks: Vec<Bytes> = owed.iter().map(|e| wire.broadcast(e, epoch)).collect();
+        chunks.push(wire.bye(bye));
         member.conn.finish(&chunks);
     }
 
@@ -410,6 +440,7 @@ impl Broadcaster {
             return Some((member, None));
         }
         let name = member.name.clone();
+        self.shared.counters.count_leave(reason);
         let seq = self
             .publish(|seq, out| {
                 ServerLine::Leave {
@@ -454,11 +485,18 @@ impl Broadcaster {
     /// behind is dropped; its `LEAVE` comes back through the departures.
     fn flush(&mut self) {
         let batch = std::mem::take(&mut self.batch);
+        self.shared.history.set(&self.history);
         if batch.is_empty() {
             return;
         }
+        // Counted once per batch, not once per client, and before anything
+        // is written: whoever sees an event finds it counted.
+        let epoch = &self.shared.epoch;
+        let events_for = |m: &Member| batch.since_in(m.conn.wire, m.from_seq, epoch);
+        let deliveries: usize = self.members.values().map(|m| events_for(m).len()).sum();
+        self.shared.counters.count_deliveries(deliveries as u64);
         for member in self.members.values() {
-            let events = batch.since(member.from_seq);
+            let events = events_for(member);
             if events.is_empty() {
                 continue;
             }
@@ -476,32 +514,119 @@ impl Broadcaster {
                 format!("SEQ {after} is newer than the newest event {newest}"),
             ));
         }
-        self.forget_old_keys();
-        let mut nick_taken = None;
-        if let Some(key) = key.filter(|k| *k != conn.key) {
-            let name = if let Some(&old) = self.keys.get(&key) {
-                self.take_over(old)
-            } else if let Some(name) = self.departed.remove(&key) {
-                Some(name)
-            } else {
-                return Err((ErrorCode::BadKey, "that key matches no connection".into()));
-            };
-            if let Some(name) = name
-                && !self.rename_for_resume(conn.id, &name)
-            {
-                nick_taken = Some(name);
-            }
-        }
+        let nick_taken = match key {
+            Some(key) => self.use_key(conn, &key)?,
+            None => None,
+        };
         let oldest = self.history.oldest();
         let gap = (after + 1 < oldest).then_some(oldest);
         let events: Vec<(u64, Bytes)> = self.history.after(after).cloned().collect();
         let last = events.last().map_or(after, |&(seq, _)| seq);
+        self.shared.counters.count_resume(gap.is_some());
         Ok(Replay {
             nick_taken,
             gap,
             events: events.into_iter().map(|(_, e)| e).collect(),
             last,
         })
+    }
+
+    /// An event stream joined (its `JOIN` is in the batch): takes over the
+    /// name its `key=` names, takes its `name=`, and replays what it asked
+    /// for with `since=`. Errors go to the stream as `event: err`.
+    fn start_stream(&mut self, conn: &Arc<Conn>, start: StreamStart) {
+        let mut replies = Vec::new();
+        let mut err = |code: ErrorCode, text: &str| {
+            ServerLine::Err { code, text }.encode(&mut replies);
+        };
+        if let Some(key) = start.key {
+            match self.use_key(conn, &key) {
+                Ok(Some(name)) => err(ErrorCode::NickTaken, &format!("{name} is taken")),
+                Ok(None) => {}
+                Err((code, text)) => err(code, &text),
+            }
+        }
+        let still_guest = self
+            .members
+            .get(&conn.id)
+            .is_some_and(|m| is_guest_name(&m.name));
+        if let Some(name) = start.name.filter(|_| still_guest) {
+            match self.shared.registry.rename(conn.id, &name) {
+                Ok(Some(_)) => self.announce_rename(conn.id, name),
+                Ok(None) => {}
+                Err(NickError::Taken) => err(ErrorCode::NickTaken, &format!("{name} is taken")),
+                Err(NickError::Invalid(why)) => err(ErrorCode::NickInvalid, &why),
+            }
+        }
+        let mut chunks = Vec::new();
+        if !replies.is_empty() {
+            chunks.push(conn.wire.replies(&replies));
+        }
+        if let Some(after) = start.since {
+            chunks.extend(self.replay_for_stream(conn, after));
+        }
+        if !chunks.is_empty()
+            && let Err(e) = conn.send(&chunks)
+        {
+            self.shared.drop_client(conn, e.reason());
+        }
+    }
+
+    /// The events after `after`, framed for `conn`, and from now on only
+    /// live events newer than them. At most half of `--max-pending` is
+    /// replayed (the newest events): what does not fit is reported as a
+    /// gap, like events the history no longer holds.
+    fn replay_for_stream(&mut self, conn: &Conn, after: u64) -> Vec<Bytes> {
+        let newest = self.history.newest();
+        if after > newest {
+            let text = format!("SEQ {after} is newer than the newest event {newest}");
+            let line = ServerLine::Err {
+                code: ErrorCode::BadArgs,
+                text: &text,
+            }
+            .to_line();
+            return vec![conn.wire.replies(line.as_bytes())];
+        }
+        let epoch = &self.shared.epoch;
+        let mut events: VecDeque<(u64, Bytes)> = VecDeque::new();
+        let mut bytes = 0;
+        for (seq, event) in self.history.after(after).rev() {
+            let framed = conn.wire.broadcast(event, epoch);
+            bytes += framed.len();
+            if bytes > self.shared.config.max_pending / 2 {
+                break;
+            }
+            events.push_front((*seq, framed));
+        }
+        let first = events.front().map_or(newest + 1, |&(seq, _)| seq);
+        let gap = (after + 1 < first).then_some(first);
+        self.shared.counters.count_resume(gap.is_some());
+        if let Some(member) = self.members.get_mut(&conn.id) {
+            // The batch's events are in the replay: none of them again.
+            member.from_seq = newest + 1;
+        }
+        let gap = gap.map(|oldest| conn.wire.gap(oldest));
+        gap.into_iter()
+            .chain(events.into_iter().map(|(_, e)| e))
+            .collect()
+    }
+
+    /// A `KEY` presented by `conn` (`/resume SEQ KEY`, `GET /events?key=`):
+    /// takes over the name of the connection it belongs to. Returns the
+    /// name it should have given back if someone else holds it now.
+    fn use_key(&mut self, conn: &Conn, key: &str) -> Result<Option<String>, (ErrorCode, String)> {
+        self.forget_old_keys();
+        if key == conn.key {
+            return Ok(None);
+        }
+        let name = if let Some(&old) = self.keys.get(key) {
+            self.take_over(old)
+        } else if let Some(name) = self.departed.remove(key) {
+            Some(name)
+        } else {
+            return Err((ErrorCode::BadKey, "that key matches no connection".into()));
+        };
+        Ok(name.filter(|name| !self.rename_for_resume(conn.id, name)))
     }
 
     /// Closes a member's connection because a newer one presented its key

@@ -34,6 +34,8 @@
 //! (`Registry::claim`); these only carry it out.
 
 use super::outbox::{Limits, Outbox, Progress, Stage, WriteError};
+use super::wire::Wire;
+use crate::http::Counters;
 use crate::protocol::Reason;
 use crate::server::ClientId;
 use bytes::Bytes;
@@ -45,8 +47,16 @@ use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
+
+/// What every new connection is linked to: the flusher and the counters.
+#[derive(Debug, Clone)]
+pub(crate) struct Link {
+    pub flusher: FlusherLink,
+    pub counters: Arc<Counters>,
+}
 
 /// How a connection with unsent bytes is handed to the flusher thread.
 #[derive(Debug, Clone)]
@@ -68,6 +78,14 @@ pub(crate) struct Conn {
     pub key: String,
     /// When the connection was accepted.
     pub connected_at: SystemTime,
+    /// Lines or payloads, event stream: how bytes look on this socket.
+    pub wire: Wire,
+    /// Lines the client sent (TCP lines, or `POST /line` and `/data`).
+    pub lines_in: AtomicU64,
+    /// Bytes queued for the client (for `/stats`).
+    pub bytes_out: AtomicU64,
+    /// The server's counters (`tickcast_bytes_out_total`).
+    counters: Arc<Counters>,
     /// The socket. The session reads it; writes go through `outbox`.
     stream: TcpStream,
     /// What is queued for the client and not yet written.
@@ -87,19 +105,24 @@ impl Conn {
         peer: SocketAddr,
         key: String,
         stream: TcpStream,
+        wire: Wire,
         limits: Limits,
-        flusher: FlusherLink,
+        link: &Link,
     ) -> Self {
         Conn {
             id,
             peer,
             key,
             connected_at: SystemTime::now(),
+            wire,
+            lines_in: AtomicU64::new(0),
+            bytes_out: AtomicU64::new(0),
+            counters: Arc::clone(&link.counters),
             stream,
             outbox: Mutex::new(Outbox::new(limits)),
             room: Condvar::new(),
             reason: OnceLock::new(),
-            flusher,
+            flusher: link.flusher.clone(),
         }
     }
 
@@ -117,9 +140,11 @@ impl Conn {
     /// Queues whole lines for the client and writes what fits now; the
     /// flusher writes the rest. Never waits. An error means the client
     /// fell too far behind or is gone: the caller drops it.
+    /// The chunks must already be in this connection's wire format.
     pub(crate) fn send(self: &Arc<Self>, chunks: &[Bytes]) -> Result<(), WriteError> {
         let mut outbox = self.outbox.lock();
         let progress = outbox.push(&self.stream, chunks)?;
+        self.count_out(chunks);
         if progress == Progress::Pending && !outbox.watched {
             outbox.watched = true;
             drop(outbox);
@@ -128,9 +153,17 @@ impl Conn {
         Ok(())
     }
 
-    /// [`Conn::send`] for one line built elsewhere (it is copied).
+    /// [`Conn::send`] for reply lines built elsewhere (`OK`, `DM`, `ERR`…,
+    /// each ending in LF), framed for this connection's wire.
     pub(crate) fn send_line(self: &Arc<Self>, line: &[u8]) -> Result<(), WriteError> {
-        self.send(&[Bytes::copy_from_slice(line)])
+        self.send(&[self.wire.replies(line)])
+    }
+
+    /// Counts queued bytes: one relaxed add per call, not per byte.
+    fn count_out(&self, chunks: &[Bytes]) {
+        let n: usize = chunks.iter().map(Bytes::len).sum();
+        self.bytes_out.fetch_add(n as u64, Relaxed);
+        self.counters.count_bytes_out(n as u64);
     }
 
     /// Queues the last lines the client will get (ending with its `BYE`)
@@ -139,7 +172,11 @@ impl Conn {
     /// aborted by the flusher.
     pub(crate) fn finish(self: &Arc<Self>, chunks: &[Bytes]) {
         let mut outbox = self.outbox.lock();
-        match outbox.push(&self.stream, chunks) {
+        let pushed = outbox.push(&self.stream, chunks);
+        if pushed.is_ok() {
+            self.count_out(chunks);
+        }
+        match pushed {
             Ok(Progress::Drained) => {
                 outbox.close();
                 drop(outbox);

@@ -10,6 +10,7 @@
 //! dropping the oldest first. An event larger than the byte limit is not
 //! kept at all.
 
+use crate::http::stats::HistoryStats;
 use bytes::Bytes;
 use std::collections::VecDeque;
 
@@ -59,8 +60,17 @@ impl History {
         self.events.front().map_or(self.newest + 1, |&(seq, _)| seq)
     }
 
+    /// What it holds, for `/stats` and `/metrics`.
+    pub(crate) fn stats(&self) -> HistoryStats {
+        HistoryStats {
+            events: self.events.len() as u64,
+            bytes: self.bytes as u64,
+            oldest: self.events.front().map(|&(seq, _)| seq),
+        }
+    }
+
     /// The events held with a SEQ greater than `after`, oldest first.
-    pub(crate) fn after(&self, after: u64) -> impl Iterator<Item = &(u64, Bytes)> {
+    pub(crate) fn after(&self, after: u64) -> impl DoubleEndedIterator<Item = &(u64, Bytes)> {
         let skip = (after + 1).saturating_sub(self.oldest());
         self.events
             .iter()

@@ -5,9 +5,12 @@
 //! ```text
 //!              accept()                         inbox (bounded)
 //!  clients ──► acceptor ──spawns──► session 1 ─┐
-//!                                   session 2 ─┼──► broadcaster ──writes──► every member
-//!                                   session N ─┘        ▲   │
-//!                        embedding program: notify() ───┘   └─ history ring (for /resume)
+//!                                   session 2 ─┼──► broadcaster ──► every member's outbox ──► socket
+//!                                   session N ─┘        ▲   │                │ (the rest, later)
+//!                        embedding program: notify() ───┘   └─ history       ▼
+//!                                                                         flusher
+//!  browsers ─► http acceptor ──spawns──► HTTP connection: a request, or an event stream
+//!  (--http)                              (a member like a session's client)
 //! ```
 //!
 //! * the **acceptor** (`accept`) blocks in `accept()`, admits each
@@ -15,19 +18,27 @@
 //!   runs the shutdown sequence;
 //! * one **session** per connection (`session`) reads and parses that
 //!   client's lines, answers it directly (`OK`, `ERR`, `PONG`…), and hands
-//!   whatever must reach everyone to the broadcaster;
-//! * the **broadcaster** (`broadcaster`) numbers, encodes, remembers and
-//!   writes every broadcast event, sends the periodic `TICK`, and drops
-//!   the clients whose writes fail.
+//!   whatever must reach everyone to the broadcaster; the checks and the
+//!   commands themselves are in `command`, shared with HTTP;
+//! * the **broadcaster** (`broadcaster`) numbers, encodes and remembers
+//!   every broadcast event, hands each batch to every member's outbox
+//!   (`outbox`, `conn`), sends the periodic `TICK`, and announces the
+//!   clients that were dropped;
+//! * the **flusher** (`flusher`) writes what a client's socket did not
+//!   take at once, and drops the clients that fall too far behind;
+//! * with `--http`, the **HTTP door** (`http_door`): its own acceptor and
+//!   one thread per HTTP connection. An event stream (`stream`) is a
+//!   client like a TCP one, in its own wire format (`wire`).
 //!
 //! They share the client map (`registry`, one `parking_lot::Mutex`,
-//! never held across I/O) and, per connection, a write lock (`conn`) that
-//! keeps lines whole when several threads write to one client.
+//! never held across I/O) and, per connection, an outbox lock that keeps
+//! lines whole when several threads write to one client and is held only
+//! for a non-blocking send.
 //!
 //! # Using it from Rust
 //!
 //! ```no_run
-//! use std::time::Duration;
+//! use std::time::{Duration, SystemTime};
 //! use tickcast::server::{self, Config, ServerEvent};
 //!
 //! let server = server::spawn(Config {
@@ -37,6 +48,7 @@
 //! })?;
 //! println!("listening on {}", server.local_addr());
 //! server.notify("prices updated")?;            // goes out as TICK
+//! println!("{} clients, newest SEQ {}", server.stats().clients.len(), server.stats().seq);
 //! for event in server.events().iter().take(3) {
 //!     if let ServerEvent::Message { name, text, .. } = event {
 //!         println!("{name}: {text}");
@@ -46,28 +58,39 @@
 //! server.join();
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! With [`Config::http`] set (`Some("127.0.0.1:0".parse()?)` picks a free
+//! port), the same server also serves the HTTP door: the web page, event
+//! streams, `/notify`, `/stats` and `/metrics` (see `docs/HTTP.md`);
+//! [`ServerHandle::http_addr`] says where.
 
 mod accept;
 mod batch;
 mod broadcaster;
 mod budget;
+mod command;
 mod config;
 mod conn;
 mod event;
 mod flusher;
 mod history;
+mod http_door;
 mod outbox;
 mod rate;
 mod registry;
 mod session;
+mod stream;
+mod wire;
 
 pub use config::{Config, TickInfo, TickText};
 pub use event::{ClientId, ClientInfo, ServerEvent};
 
+use crate::http::stats::{HistoryStats, Snapshot};
+use crate::http::{Counters, Transport};
 use crate::protocol::{Reason, SERVER_SENDER, ServerLine, TextError, to_hex, validate_text};
 use broadcaster::{Broadcaster, Inbox, Lanes, Payload};
 use budget::Budget;
-use conn::{Conn, FlusherLink};
+use conn::{Conn, FlusherLink, Link};
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded, unbounded};
 use flusher::Flusher;
 use registry::{Claim, Registry};
@@ -78,7 +101,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Capacity of the broadcaster's inbox, in messages (each at most
 /// `--max-line` bytes). When it is full, sessions wait (and stop reading
@@ -107,8 +130,18 @@ pub(crate) struct Shared {
     departures: Sender<ClientId>,
     /// `--max-memory`: payload bytes held at once.
     pub budget: Arc<Budget>,
-    /// How connections hand unsent bytes to the flusher.
-    pub flusher: FlusherLink,
+    /// What every connection is linked to: the flusher, the counters.
+    pub link: Link,
+    /// The figures behind `/metrics` (relaxed atomics; see `http::stats`).
+    pub counters: Arc<Counters>,
+    /// What the broadcaster's history holds, as of its last batch.
+    pub history: HistoryView,
+    /// When the server started.
+    pub started: SystemTime,
+    /// The HTTP listener's address, with `--http`.
+    pub http_addr: Option<SocketAddr>,
+    /// Wakes the HTTP acceptor out of `accept()` (see `accept::Waker`).
+    http_waker: Option<accept::Waker>,
     /// Failed `/auth` attempts per address.
     pub auth_failures: rate::AuthFailures,
     /// Names this run of the server (`EPOCH` in `WELCOME`).
@@ -145,6 +178,20 @@ impl Shared {
         }
         let _ = self.wake.try_send(());
         self.waker.wake();
+        if let Some(waker) = &self.http_waker {
+            waker.wake();
+        }
+    }
+
+    /// What `/stats` and `/metrics` show of the present.
+    pub(crate) fn snapshot(&self) -> Snapshot {
+        let mut snapshot = Snapshot::new(self.epoch.clone(), self.started);
+        snapshot.seq = self.history.seq.load(Ordering::Relaxed);
+        snapshot.history = self.history.get();
+        snapshot.clients = self.registry.client_stats();
+        let on = |t| snapshot.clients.iter().filter(|c| c.transport == t).count() as u64;
+        (snapshot.clients_tcp, snapshot.clients_sse) = (on(Transport::Tcp), on(Transport::Sse));
+        snapshot
     }
 
     /// Drops a client whose outbox failed (it fell too far behind, or is
@@ -161,6 +208,37 @@ impl Shared {
         }
         if claim == Claim::Listed && !self.is_stopping() {
             let _ = self.departures.send(conn.id);
+        }
+    }
+}
+
+/// What the broadcaster's history holds, published after each batch in
+/// plain atomics, so that `/stats` never has to ask the broadcaster.
+#[derive(Debug, Default)]
+pub(crate) struct HistoryView {
+    seq: AtomicU64,
+    events: AtomicU64,
+    bytes: AtomicU64,
+    /// The oldest SEQ held; 0 when empty.
+    oldest: AtomicU64,
+}
+
+impl HistoryView {
+    pub(crate) fn set(&self, history: &history::History) {
+        let stats = history.stats();
+        self.seq.store(history.newest(), Ordering::Relaxed);
+        self.events.store(stats.events, Ordering::Relaxed);
+        self.bytes.store(stats.bytes, Ordering::Relaxed);
+        self.oldest
+            .store(stats.oldest.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    fn get(&self) -> HistoryStats {
+        let oldest = self.oldest.load(Ordering::Relaxed);
+        HistoryStats {
+            events: self.events.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
+            oldest: (oldest > 0).then_some(oldest),
         }
     }
 }
@@ -182,6 +260,8 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
     // `listen` again on a listening socket only changes its backlog).
     socket2::SockRef::from(&listener).listen(LISTEN_BACKLOG)?;
     let local_addr = listener.local_addr()?;
+    let (http_listener, http_addr, http_waker) = bind_http(config.http)?;
+    let counters = Arc::new(Counters::new());
     let mut epoch = [0u8; 8];
     getrandom::fill(&mut epoch).map_err(io::Error::other)?;
 
@@ -202,10 +282,18 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
         inbox: inbox_tx,
         payloads: payloads_tx,
         departures: departures_tx,
-        flusher: FlusherLink {
-            watch: watch_tx,
-            wake: Arc::new(wake_flusher),
+        link: Link {
+            flusher: FlusherLink {
+                watch: watch_tx,
+                wake: Arc::new(wake_flusher),
+            },
+            counters: Arc::clone(&counters),
         },
+        counters,
+        history: HistoryView::default(),
+        started: SystemTime::now(),
+        http_addr,
+        http_waker,
         auth_failures: rate::AuthFailures::default(),
         epoch: to_hex(&epoch),
         events: events_tx,
@@ -243,8 +331,13 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
                 for_broadcaster.stop();
             }
         })?;
+    let http = match http_listener {
+        Some(listener) => Some(http_door::spawn(Arc::clone(&shared), listener)?),
+        None => None,
+    };
     let (done_tx, done_rx) = bounded::<()>(0);
     let acceptor = accept::Acceptor {
+        http,
         shared: Arc::clone(&shared),
         listener,
         wake: wake_rx,
@@ -265,6 +358,23 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
         finished: done_rx,
         acceptor: Some(acceptor),
     })
+}
+
+/// `--http`: the second door, bound before anything starts so that its
+/// address is known, with the socket that will wake its `accept()`.
+fn bind_http(
+    at: Option<SocketAddr>,
+) -> io::Result<(
+    Option<TcpListener>,
+    Option<SocketAddr>,
+    Option<accept::Waker>,
+)> {
+    let Some(at) = at else {
+        return Ok((None, None, None));
+    };
+    let listener = TcpListener::bind(at)?;
+    let addr = listener.local_addr()?;
+    Ok((Some(listener), Some(addr), Some(accept::Waker::new(addr)?)))
 }
 
 impl Config {
@@ -378,6 +488,25 @@ impl ServerHandle {
     /// to port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The HTTP port's address, when [`Config::http`] is set (with the
+    /// real port when bound to port 0).
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.shared.http_addr
+    }
+
+    /// Who is connected and what the history holds: what `GET /stats`
+    /// shows (and `/metrics`, with [`ServerHandle::counters`]).
+    pub fn stats(&self) -> Snapshot {
+        self.shared.snapshot()
+    }
+
+    /// The counters behind `GET /metrics` (connections, events,
+    /// deliveries, bytes out…). Render both with
+    /// [`crate::http::stats::render_metrics`].
+    pub fn counters(&self) -> &Counters {
+        &self.shared.counters
     }
 
     /// The event channel (see [`ServerEvent`]). Every clone of the

@@ -18,11 +18,13 @@
 
 use super::conn::Conn;
 use super::{ClientId, ClientInfo};
+use crate::http::stats::ClientStats;
 use crate::protocol::{Reason, guest_name, is_guest_name, validate_name};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// The limits checked when a connection is admitted.
 #[derive(Debug, Clone, Copy)]
@@ -227,6 +229,29 @@ impl Registry {
         self.inner.lock().conns.get(&id).map(|e| e.name.clone())
     }
 
+    /// The listed clients as `/stats` shows them, by id.
+    pub(crate) fn client_stats(&self) -> Vec<ClientStats> {
+        let mut clients: Vec<ClientStats> = {
+            let inner = self.inner.lock();
+            inner
+                .conns
+                .values()
+                .filter(|e| e.listed)
+                .map(|e| ClientStats {
+                    id: e.conn.id.0,
+                    name: e.name.clone(),
+                    addr: e.conn.peer,
+                    transport: e.conn.wire.transport(),
+                    connected: e.conn.connected_at,
+                    lines_in: e.conn.lines_in.load(Relaxed),
+                    bytes_out: e.conn.bytes_out.load(Relaxed),
+                })
+                .collect()
+        };
+        clients.sort_by_key(|c| c.id);
+        clients
+    }
+
     /// The names of the listed clients, sorted without regard to case.
     pub(crate) fn names(&self) -> Vec<String> {
         let mut names: Vec<String> = {
@@ -278,8 +303,9 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::conn::FlusherLink;
+    use crate::server::conn::{FlusherLink, Link};
     use crate::server::outbox::Limits;
+    use crate::server::wire::Wire;
     use std::net::{TcpListener, TcpStream};
     use std::time::Duration;
 
@@ -302,11 +328,15 @@ mod tests {
                 peer.parse().unwrap(),
                 "k".into(),
                 stream,
+                Wire::Line,
                 Limits {
                     max_pending: 1024,
                     max_age: Duration::from_secs(1),
                 },
-                flusher.clone(),
+                &Link {
+                    flusher: flusher.clone(),
+                    counters: Default::default(),
+                },
             )
         })
     }

@@ -26,6 +26,10 @@
 //!    so that `BYE` really is the last line. A connection that never
 //!    joined gets its `BYE` from the session directly.
 //!
+//! The checks and the commands shared with HTTP streams live in
+//! `command` ([`Client`]); this file holds what only a TCP connection
+//! has: reading frames, `/send` payloads, `/resume`, `/auth`, and the end.
+//!
 //! # The order of the checks
 //!
 //! Each non-empty line gets at most one `ERR`, decided in this order:
@@ -43,8 +47,13 @@
 //! payload read and thrown away, so the next line is found where it
 //! should be. A `/send` counts as one line per `--max-line` bytes it
 //! carries, so `--max-rate` bounds bytes too; `/list` answers are limited
-//! to [`LIST_BYTES_PER_SECOND`] per connection, so that a short request
-//! cannot make the server send megabytes.
+//! to [`LIST_BYTES_PER_SECOND`](super::command::LIST_BYTES_PER_SECOND)
+//! per connection, so that a short request cannot make the server send
+//! megabytes.
+//!
+//! A first line that is an HTTP request line (`GET / HTTP/1.1`: a browser
+//! or curl pointed at the wrong port) is answered `ERR unknown-command`
+//! with where the web page is, then `BYE protocol-error`.
 //!
 //! # Time limits
 //!
@@ -52,21 +61,17 @@
 //! `--line-timeout` (`BYE timeout` otherwise), and `--idle-timeout` drops a
 //! silent client after a `PING` it did not answer (see `silence`).
 
-use super::broadcaster::{Inbox, Payload, Replay};
+use super::broadcaster::{Inbox, Replay};
+use super::command::{Client, End, Outcome, ToOutbox};
 use super::conn::{Conn, ReadHalf};
-use super::outbox::WriteError;
-use super::rate::{AUTH_FAIL_DELAY, TokenBucket};
-use super::registry::{Claim, NickError};
+use super::rate::AUTH_FAIL_DELAY;
+use super::registry::Claim;
 use super::{ServerEvent, Shared};
-use crate::protocol::command::HELP;
 use crate::protocol::frame::IAC;
-use crate::protocol::{
-    Command, ErrorCode, Frame, FrameReader, Reason, ServerLine, Telnet, TextError, guest_name,
-    text_from_bytes,
-};
+use crate::protocol::{ErrorCode, Frame, FrameReader, Reason, ServerLine, Telnet, guest_name};
 use crate::silence::SilenceWatch;
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, RecvTimeoutError, bounded};
+use crossbeam_channel::bounded;
 use std::convert::Infallible;
 use std::io::{self, ErrorKind};
 use std::sync::Arc;
@@ -74,7 +79,7 @@ use std::time::{Duration, Instant, SystemTime};
 use subtle::ConstantTimeEq;
 
 /// Greeting text at the end of `WELCOME`.
-const GREETING: &str = concat!(
+pub(crate) const GREETING: &str = concat!(
     "tickcast ",
     env!("CARGO_PKG_VERSION"),
     " protocol 1; type /help for commands"
@@ -85,13 +90,9 @@ const GREETING: &str = concat!(
 /// the outbox past `--max-pending`), and live broadcasts slip in between.
 const REPLAY_PIECE_BYTES: usize = 256 * 1024;
 
-/// `/list` answers one connection may get per second, in bytes (with a
-/// burst of four times as many).
-pub(crate) const LIST_BYTES_PER_SECOND: f64 = 64.0 * 1024.0;
-
 /// How long a `/send` waits for its share of `--max-memory` before it is
 /// refused.
-const BUDGET_WAIT: Duration = Duration::from_secs(2);
+pub(crate) const BUDGET_WAIT: Duration = Duration::from_secs(2);
 
 /// Sends a `PING` to the client.
 type Pinger = Box<dyn FnMut() -> io::Result<()> + Send>;
@@ -117,22 +118,14 @@ pub(crate) fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
         Box::new(ping) as Pinger,
     )
     .with_line_limit(config.line_timeout);
-    let now = Instant::now();
     let mut session = Session {
-        rate: config
-            .max_rate
-            .map(|rate| TokenBucket::lines_per_second(rate, now)),
-        list_rate: TokenBucket::new(LIST_BYTES_PER_SECOND, 4.0 * LIST_BYTES_PER_SECOND, now),
         reader: FrameReader::new(reader, config.max_line)
             .with_telnet()
             .release_when_idle(),
-        authed: config.token.is_none(),
         joined: false,
-        in_flight: None,
+        first_line: true,
         line: Vec::new(),
-        out: Vec::new(),
-        shared,
-        conn,
+        client: Client::new(shared, conn),
     };
     // A bug in handling one client's commands costs that client its
     // connection (ended as `error`, announced like any other), not the
@@ -143,45 +136,19 @@ pub(crate) fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
         Ok(Err(end)) => end,
         Err(_) => End::Silent(Reason::Error),
     };
-    session.finish(end);
-}
-
-/// How a session ends.
-#[derive(Debug, Clone, Copy)]
-enum End {
-    /// The server closes the connection, saying `BYE REASON` first.
-    Bye(Reason),
-    /// The connection is over without a `BYE`: the client closed it, or a
-    /// write to it failed.
-    Silent(Reason),
-}
-
-impl From<WriteError> for End {
-    fn from(e: WriteError) -> Self {
-        End::Silent(e.reason())
-    }
+    finish(&mut session.client, session.joined, end);
 }
 
 struct Session {
-    shared: Arc<Shared>,
-    conn: Arc<Conn>,
+    client: Client,
     reader: Reader,
-    /// Whether the client may do more than `/auth` and `/quit`.
-    authed: bool,
     /// Whether the client joined (and so must have a `LEAVE`).
     joined: bool,
-    /// `--max-rate`, if set.
-    rate: Option<TokenBucket>,
-    /// Bytes of `/list` answers.
-    list_rate: TokenBucket,
-    /// The last payload handed to the broadcaster, until it is published
-    /// (its sender is dropped then).
-    in_flight: Option<Receiver<()>>,
+    /// Whether no line has been read yet (see [`looks_like_http`]).
+    first_line: bool,
     /// A copy of the line being handled (the reader's buffer is needed
     /// again to read a payload).
     line: Vec<u8>,
-    /// Scratch space for encoding replies.
-    out: Vec<u8>,
 }
 
 impl Session {
@@ -199,6 +166,7 @@ impl Session {
                 }
                 Ok(Some(Frame::TooLong(_))) => {
                     self.frame_done();
+                    self.first_line = false;
                     self.too_long()?;
                     continue;
                 }
@@ -209,6 +177,9 @@ impl Session {
                 Ok(None) => return Err(End::Silent(Reason::Closed)),
                 Err(e) => return Err(self.read_failed(&e)),
             }
+            if std::mem::take(&mut self.first_line) && looks_like_http(&self.line) {
+                return Err(self.not_http());
+            }
             let line = std::mem::take(&mut self.line);
             let result = self.handle_line(&line);
             self.line = line;
@@ -217,32 +188,55 @@ impl Session {
     }
 
     fn greet(&mut self) -> Result<(), End> {
-        let key = self.conn.key.clone();
+        let conn = &self.client.conn;
         let welcome = ServerLine::Welcome {
-            id: self.conn.id.0,
-            name: &guest_name(self.conn.id.0),
+            id: conn.id.0,
+            name: &guest_name(conn.id.0),
             time: SystemTime::now(),
-            key: &key,
-            epoch: &self.shared.epoch,
+            key: &conn.key,
+            epoch: &self.client.shared.epoch,
             text: GREETING,
         }
         .to_line();
-        self.send(welcome.as_bytes())?;
-        if self.authed { self.join() } else { Ok(()) }
+        conn.send_line(welcome.as_bytes())?;
+        if self.client.authed {
+            self.join()
+        } else {
+            Ok(())
+        }
     }
 
     /// Lists the client and hands its `JOIN` to the broadcaster. Its
     /// greeting (`WELCOME`, or `OK auth`) is already queued, so it comes
     /// first.
     fn join(&mut self) -> Result<(), End> {
-        if let Some(name) = self.shared.registry.list(self.conn.id) {
+        let conn = Arc::clone(&self.client.conn);
+        if let Some(name) = self.client.shared.registry.list(conn.id) {
             self.joined = true;
-            self.hand_over(Inbox::Join {
-                conn: Arc::clone(&self.conn),
+            self.client.hand_over(Inbox::Join {
+                conn,
                 name,
+                stream: None,
             })?;
         }
         Ok(())
+    }
+
+    /// An HTTP request on the line port: say where HTTP is, and close.
+    fn not_http(&mut self) -> End {
+        let text = match self.client.shared.http_addr {
+            Some(addr) => format!(
+                "this port speaks the tickcast line protocol, not HTTP; \
+                 the web page is at http://{addr}/"
+            ),
+            None => "this port speaks the tickcast line protocol, not HTTP \
+                     (see docs/PROTOCOL.md)"
+                .to_string(),
+        };
+        let _ = self
+            .client
+            .error(&mut ToOutbox, ErrorCode::UnknownCommand, &text);
+        End::Bye(Reason::ProtocolError)
     }
 
     /// Answers a telnet command (see `protocol::frame`): refuses every
@@ -260,13 +254,15 @@ impl Session {
                 // Telnet sends `DO TIMING-MARK` right after and waits for
                 // it before it shows anything: confirm it now, so the user
                 // sees the `BYE`.
-                self.send(&[IAC, WILL, Telnet::TIMING_MARK])?;
+                self.client
+                    .conn
+                    .send_line(&[IAC, WILL, Telnet::TIMING_MARK])?;
                 return Err(End::Bye(Reason::Quit));
             }
             Telnet::Wont(_) | Telnet::Dont(_) | Telnet::Command(_) => None,
         };
         match answer {
-            Some(bytes) => self.send(&bytes),
+            Some(bytes) => Ok(self.client.conn.send_line(&bytes)?),
             None => Ok(()),
         }
     }
@@ -279,109 +275,47 @@ impl Session {
     }
 
     fn too_long(&mut self) -> Result<(), End> {
-        if !self.rate_allows(1.0) {
-            return self.error(ErrorCode::RateLimited, "slow down");
+        let client = &mut self.client;
+        client
+            .conn
+            .lines_in
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if !client.rate_allows(1.0) {
+            let text = client.rate_text();
+            return client.error(&mut ToOutbox, ErrorCode::RateLimited, &text);
         }
-        if !self.authed {
-            return self.error(ErrorCode::AuthRequired, "send /auth TOKEN first");
+        if !client.authed {
+            let text = "send /auth TOKEN first";
+            return client.error(&mut ToOutbox, ErrorCode::AuthRequired, text);
         }
-        let max = self.shared.config.max_line;
-        self.error(
+        let max = client.shared.config.max_line;
+        client.error(
+            &mut ToOutbox,
             ErrorCode::LineTooLong,
             &format!("a line may hold at most {max} bytes; it was dropped"),
         )
     }
 
     fn handle_line(&mut self, bytes: &[u8]) -> Result<(), End> {
-        let parsed = text_from_bytes(bytes).map(Command::parse);
-        let send_len = match parsed {
-            Ok(Ok(Some(Command::Send { len }))) => Some(len),
-            _ => None,
-        };
-        if send_len.is_some_and(|len| len > self.shared.config.max_payload) {
-            return Err(End::Bye(Reason::PayloadTooLarge));
-        }
-        // A payload costs one line per --max-line bytes it holds.
-        let cost = 1.0 + send_len.unwrap_or(0) as f64 / self.shared.config.max_line as f64;
-        if !self.rate_allows(cost) {
-            return self.refuse(send_len, ErrorCode::RateLimited, "slow down");
-        }
-        let may_pass = matches!(parsed, Ok(Ok(Some(Command::Auth(_) | Command::Quit(_)))));
-        if !self.authed && !may_pass {
-            return self.refuse(send_len, ErrorCode::AuthRequired, "send /auth TOKEN first");
-        }
-        match parsed {
-            Err(TextError::InvalidUtf8) => self.error(
-                ErrorCode::InvalidUtf8,
-                "lines must be UTF-8; use /send for raw bytes",
-            ),
-            Err(TextError::ControlCharacter) => self.error(
-                ErrorCode::InvalidText,
-                "no control characters other than TAB; use /send for raw bytes",
-            ),
-            Ok(Err(e)) => self.error(e.code, &e.message),
-            Ok(Ok(None)) => Ok(()),
-            Ok(Ok(Some(command))) => self.dispatch(command),
+        match self.client.line(bytes, &mut ToOutbox)? {
+            Outcome::Done | Outcome::Refused { send_len: None } => Ok(()),
+            Outcome::Refused {
+                send_len: Some(len),
+            } => self.skip_payload(len),
+            Outcome::Send(len) => self.payload(len),
+            Outcome::Resume { after, key } => self.resume(after, key),
+            Outcome::Auth(token) => self.auth(token),
+            Outcome::Quit => Err(End::Bye(Reason::Quit)),
         }
     }
 
-    /// Answers `ERR`, and skips the payload of a refused `/send`.
-    fn refuse(&mut self, send_len: Option<u64>, code: ErrorCode, text: &str) -> Result<(), End> {
-        self.error(code, text)?;
-        if let Some(len) = send_len {
-            self.reader.get_mut().allow_payload(len);
-            self.reader
-                .skip_payload(len)
-                .map_err(|e| self.read_failed(&e))?;
-            self.payload_end(len)?;
-        }
-        Ok(())
-    }
-
-    fn dispatch(&mut self, command: Command<'_>) -> Result<(), End> {
-        let id = self.conn.id;
-        match command {
-            Command::Say(text) => self.hand_over(Inbox::Say {
-                id,
-                text: text.to_string(),
-            }),
-            Command::Nick(name) => self.nick(name),
-            Command::List => self.list(),
-            Command::Msg { to, text } => self.direct_message(to, text),
-            Command::Send { len } => self.payload(len),
-            Command::Ping(token) => self.reply(&ServerLine::Pong(token)),
-            Command::Pong(_) => Ok(()),
-            Command::Resume { after, key } => self.resume(after, key),
-            Command::Auth(token) => self.auth(token),
-            Command::Help => {
-                self.out.clear();
-                for row in HELP {
-                    ServerLine::Help(row).encode(&mut self.out);
-                }
-                ServerLine::Ok {
-                    what: "help",
-                    detail: "",
-                }
-                .encode(&mut self.out);
-                Ok(self.conn.send_line(&self.out)?)
-            }
-            Command::Quit(_) => Err(End::Bye(Reason::Quit)),
-        }
-    }
-
-    fn list(&mut self) -> Result<(), End> {
-        let names = self.shared.registry.names();
-        let names = names.iter().map(String::as_str).collect();
-        self.out.clear();
-        ServerLine::Users { names }.encode(&mut self.out);
-        if !self.list_rate.spend(self.out.len() as f64, Instant::now()) {
-            let wait = self.list_rate.wait().as_secs_f64().ceil();
-            return self.error(
-                ErrorCode::RateLimited,
-                &format!("/list is limited to 64 KiB of names per second; try again in {wait} s"),
-            );
-        }
-        Ok(self.conn.send_line(&self.out)?)
+    /// Skips the payload of a refused `/send`, so the framing holds.
+    fn skip_payload(&mut self, len: u64) -> Result<(), End> {
+        self.reader.get_mut().allow_payload(len);
+        self.reader
+            .skip_payload(len)
+            .map_err(|e| self.read_failed(&e))?;
+        self.payload_end(len)
     }
 
     /// Reads a `/send` payload, within the memory budget, and hands it to
@@ -389,12 +323,12 @@ impl Session {
     fn payload(&mut self, len: u64) -> Result<(), End> {
         // `len` is at most --max-payload, which is at most --max-memory.
         let deadline = Instant::now() + BUDGET_WAIT;
-        let Some(reservation) = self.shared.budget.reserve(len as usize, deadline) else {
-            return self.refuse(
-                Some(len),
-                ErrorCode::RateLimited,
-                "the server is busy with other payloads; this one was dropped, send it again",
-            );
+        let Some(reservation) = self.client.shared.budget.reserve(len as usize, deadline) else {
+            let text =
+                "the server is busy with other payloads; this one was dropped, send it again";
+            self.client
+                .error(&mut ToOutbox, ErrorCode::RateLimited, text)?;
+            return self.skip_payload(len);
         };
         self.reader.get_mut().allow_payload(len);
         let mut bytes = Vec::new();
@@ -402,104 +336,44 @@ impl Session {
             .read_payload(len as usize, &mut bytes)
             .map_err(|e| self.read_failed(&e))?;
         self.payload_end(len)?;
-        self.wait_for_published()?;
-        let (published, done) = bounded(1);
-        let payload = Payload {
-            id: self.conn.id,
-            bytes,
-            reservation,
-            published,
-        };
-        self.shared
-            .payloads
-            .send(payload)
-            .map_err(|_| End::Silent(Reason::Shutdown))?;
-        self.in_flight = Some(done);
-        Ok(())
-    }
-
-    fn nick(&mut self, name: &str) -> Result<(), End> {
-        match self.shared.registry.rename(self.conn.id, name) {
-            Ok(renamed) => {
-                if renamed.is_some() {
-                    self.hand_over(Inbox::Nick {
-                        id: self.conn.id,
-                        new: name.to_string(),
-                    })?;
-                }
-                self.reply(&ServerLine::Ok {
-                    what: "nick",
-                    detail: name,
-                })
-            }
-            Err(NickError::Taken) => self.error(ErrorCode::NickTaken, &format!("{name} is taken")),
-            Err(NickError::Invalid(why)) => self.error(ErrorCode::NickInvalid, &why),
-        }
-    }
-
-    fn direct_message(&mut self, to: &str, text: &str) -> Result<(), End> {
-        let Some((target, name)) = self.shared.registry.find(to) else {
-            return self.error(
-                ErrorCode::NoSuchUser,
-                &format!("nobody called {to} is here"),
-            );
-        };
-        let from = self
-            .shared
-            .registry
-            .name_of(self.conn.id)
-            .unwrap_or_default();
-        let line = ServerLine::Dm { from: &from, text }.to_line();
-        match target.send_line(line.as_bytes()) {
-            Ok(()) => self.reply(&ServerLine::Ok {
-                what: "msg",
-                detail: &name,
-            }),
-            // Our own outbox failed (a message to oneself).
-            Err(e) if Arc::ptr_eq(&target, &self.conn) => Err(e.into()),
-            Err(e) => {
-                self.shared.drop_client(&target, e.reason());
-                self.error(
-                    ErrorCode::NoSuchUser,
-                    &format!("{name} could not be reached"),
-                )
-            }
-        }
+        self.client.publish_payload(bytes, reservation)
     }
 
     fn auth(&mut self, token: &str) -> Result<(), End> {
+        let client = &mut self.client;
         let ok = ServerLine::Ok {
             what: "auth",
             detail: "",
         }
         .to_line();
-        let Some(expected) = &self.shared.config.token else {
-            return self.send(ok.as_bytes());
+        let Some(expected) = &client.shared.config.token else {
+            return Ok(client.conn.send_line(ok.as_bytes())?);
         };
         // Constant time: how long the comparison takes says nothing about
         // how much of the token was right. An address locked out for too
         // many failures fails whatever it sends.
-        let ip = self.conn.peer.ip().to_canonical();
-        let failures = &self.shared.auth_failures;
+        let ip = client.conn.peer.ip().to_canonical();
+        let failures = &client.shared.auth_failures;
         let good: bool = token.as_bytes().ct_eq(expected.as_bytes()).into();
         if !good || failures.locked(ip, Instant::now()) {
             failures.record(ip, Instant::now());
+            client.shared.counters.count_refused(Reason::AuthFailed);
             // A guess costs the guesser time.
             std::thread::sleep(AUTH_FAIL_DELAY);
             return Err(End::Bye(Reason::AuthFailed));
         }
-        self.send(ok.as_bytes())?;
-        if self.authed {
+        client.conn.send_line(ok.as_bytes())?;
+        if client.authed {
             return Ok(());
         }
-        self.authed = true;
+        client.authed = true;
         self.join()
     }
 
     fn resume(&mut self, after: u64, key: Option<&str>) -> Result<(), End> {
         let (reply, answer) = bounded(1);
-        self.hand_over(Inbox::Resume {
-            conn: Arc::clone(&self.conn),
+        self.client.hand_over(Inbox::Resume {
+            conn: Arc::clone(&self.client.conn),
             after,
             key: key.map(str::to_string),
             reply,
@@ -508,7 +382,7 @@ impl Session {
         // session has ended.
         let replay = match answer.recv() {
             Ok(Ok(replay)) => replay,
-            Ok(Err((code, text))) => return self.error(code, &text),
+            Ok(Err((code, text))) => return self.client.error(&mut ToOutbox, code, &text),
             Err(_) => return Err(End::Silent(Reason::Shutdown)),
         };
         let Replay {
@@ -518,19 +392,21 @@ impl Session {
             last,
         } = replay;
         if let Some(name) = nick_taken {
-            self.error(
-                ErrorCode::NickTaken,
-                &format!("{name} is taken by another client; the replay goes on"),
-            )?;
+            let text = format!("{name} is taken by another client; the replay goes on");
+            self.client
+                .error(&mut ToOutbox, ErrorCode::NickTaken, &text)?;
         }
         if let Some(oldest) = gap {
-            self.error(ErrorCode::ResumeGap, &oldest.to_string())?;
+            self.client
+                .error(&mut ToOutbox, ErrorCode::ResumeGap, &oldest.to_string())?;
         }
         self.write_replay(&events)?;
-        self.reply(&ServerLine::Ok {
+        let last = last.to_string();
+        let ok = ServerLine::Ok {
             what: "resume",
-            detail: &last.to_string(),
-        })
+            detail: &last,
+        };
+        self.client.reply(&mut ToOutbox, &ok)
     }
 
     /// Queues replayed events in pieces; see [`REPLAY_PIECE_BYTES`].
@@ -548,10 +424,11 @@ impl Session {
                 .count();
             // Wait (bounded) until the client has taken most of the last
             // piece; if it does not, the flusher drops it meanwhile.
-            let deadline = Instant::now() + self.shared.config.write_timeout;
-            self.conn
-                .wait_for_room(self.shared.config.max_pending / 2, deadline);
-            self.conn.send(&rest[..n])?;
+            let config = &self.client.shared.config;
+            let deadline = Instant::now() + config.write_timeout;
+            let conn = &self.client.conn;
+            conn.wait_for_room(config.max_pending / 2, deadline);
+            conn.send(&rest[..n])?;
             rest = &rest[n..];
         }
         Ok(())
@@ -573,60 +450,11 @@ impl Session {
                      the framing is lost",
                     len + 1
                 );
-                let _ = self.error(ErrorCode::BadArgs, &text);
+                let _ = self.client.error(&mut ToOutbox, ErrorCode::BadArgs, &text);
                 Err(End::Bye(Reason::ProtocolError))
             }
             Err(e) => Err(self.read_failed(&e)),
         }
-    }
-
-    fn rate_allows(&mut self, cost: f64) -> bool {
-        self.rate
-            .as_mut()
-            .is_none_or(|r| r.spend(cost, Instant::now()))
-    }
-
-    fn hand_over(&mut self, msg: Inbox) -> Result<(), End> {
-        // A payload of ours still on its way goes first.
-        self.wait_for_published()?;
-        // This waits when the inbox is full: the back-pressure that keeps
-        // a flood from using unbounded memory.
-        self.shared
-            .inbox
-            .send(msg)
-            .map_err(|_| End::Silent(Reason::Shutdown))
-    }
-
-    /// Waits until the last payload this client sent is published, so
-    /// that what it sends next is numbered after it.
-    fn wait_for_published(&mut self) -> Result<(), End> {
-        let Some(done) = self.in_flight.take() else {
-            return Ok(());
-        };
-        loop {
-            match done.recv_timeout(Duration::from_millis(200)) {
-                Ok(()) | Err(RecvTimeoutError::Disconnected) => return Ok(()),
-                // The broadcaster stopped on a bug: do not wait for ever.
-                Err(RecvTimeoutError::Timeout) if self.shared.is_stopping() => {
-                    return Err(End::Silent(Reason::Shutdown));
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-            }
-        }
-    }
-
-    fn reply(&mut self, line: &ServerLine<'_>) -> Result<(), End> {
-        self.out.clear();
-        line.encode(&mut self.out);
-        Ok(self.conn.send_line(&self.out)?)
-    }
-
-    fn error(&mut self, code: ErrorCode, text: &str) -> Result<(), End> {
-        self.reply(&ServerLine::Err { code, text })
-    }
-
-    fn send(&self, bytes: &[u8]) -> Result<(), End> {
-        Ok(self.conn.send_line(bytes)?)
     }
 
     fn read_failed(&self, e: &io::Error) -> End {
@@ -645,60 +473,104 @@ impl Session {
             _ => End::Silent(Reason::Error),
         }
     }
+}
 
-    fn finish(mut self, end: End) {
-        let (reason, bye) = match end {
-            End::Bye(reason) => (reason, true),
-            End::Silent(reason) => (reason, false),
-        };
-        // Our last payload goes out before our `LEAVE`.
-        let _ = self.wait_for_published();
-        let shared = &self.shared;
-        let conn = &self.conn;
-        let mut leave = None;
-        // At shutdown the server closes the reading side of every socket,
-        // which looks like the client closing: leave that connection to
-        // the shutdown sequence, which says `BYE shutdown`.
-        let claim = if shared.is_stopping() && reason == Reason::Closed {
-            Claim::Lost
-        } else {
-            shared.registry.claim(conn, reason)
-        };
-        let bye_line = || [Bytes::from(ServerLine::Bye(reason).to_line())];
-        match claim {
-            Claim::Listed if self.joined => {
-                // A member: the broadcaster queues what it is owed, then
-                // the BYE (if any) as the very last line, and tells the
-                // others (not at shutdown). A client that closed on its own
-                // is owed nothing: close at once. At shutdown the
-                // broadcaster is still running: the acceptor stops it only
-                // after every session has ended.
-                if !bye {
-                    conn.close_for(reason);
-                }
-                leave = Some(Inbox::Leave {
-                    id: conn.id,
-                    bye: bye.then_some(reason),
-                });
+/// Ends a connection (a TCP session's, or an event stream's) for `end`:
+/// settles who ends it, has its `LEAVE` announced and its `BYE` said, and
+/// frees its place in the client map.
+pub(crate) fn finish(client: &mut Client, joined: bool, end: End) {
+    let (reason, bye) = match end {
+        End::Bye(reason) => (reason, true),
+        End::Silent(reason) => (reason, false),
+    };
+    // Our last payload goes out before our `LEAVE`.
+    let _ = client.wait_for_published();
+    let shared = &client.shared;
+    let conn = &client.conn;
+    let mut leave = None;
+    // At shutdown the server closes the reading side of every socket,
+    // which looks like the client closing: leave that connection to
+    // the shutdown sequence, which says `BYE shutdown`.
+    let claim = if shared.is_stopping() && reason == Reason::Closed {
+        Claim::Lost
+    } else {
+        shared.registry.claim(conn, reason)
+    };
+    let bye_line = || [conn.wire.bye(reason)];
+    match claim {
+        Claim::Listed if joined => {
+            // A member: the broadcaster queues what it is owed, then
+            // the BYE (if any) as the very last line, and tells the
+            // others (not at shutdown). A client that closed on its own
+            // is owed nothing: close at once. At shutdown the
+            // broadcaster is still running: the acceptor stops it only
+            // after every session has ended.
+            if !bye {
+                conn.close_for(reason);
             }
-            Claim::Listed | Claim::Unlisted if bye => conn.finish(&bye_line()),
-            Claim::Listed | Claim::Unlisted => conn.close_for(reason),
-            Claim::Lost => {}
+            leave = Some(Inbox::Leave {
+                id: conn.id,
+                bye: bye.then_some(reason),
+            });
         }
-        // Free the place in the client map (and its `--max-clients` and
-        // `--max-per-ip` counts) before the others hear the `LEAVE`: whoever
-        // reacts to it by connecting must find the place free. The
-        // broadcaster keeps its own handle on the connection for the
-        // goodbye.
-        let name = shared.registry.remove(conn.id).unwrap_or_default();
-        if let Some(leave) = leave {
-            let _ = shared.inbox.send(leave);
+        Claim::Listed | Claim::Unlisted if bye => conn.finish(&bye_line()),
+        Claim::Listed | Claim::Unlisted => conn.close_for(reason),
+        Claim::Lost => {}
+    }
+    // Free the place in the client map (and its `--max-clients` and
+    // `--max-per-ip` counts) before the others hear the `LEAVE`: whoever
+    // reacts to it by connecting must find the place free. The
+    // broadcaster keeps its own handle on the connection for the
+    // goodbye.
+    let name = shared.registry.remove(conn.id).unwrap_or_default();
+    if let Some(leave) = leave {
+        let _ = shared.inbox.send(leave);
+    }
+    shared.emit(ServerEvent::Disconnected {
+        id: conn.id,
+        peer: conn.peer,
+        name,
+        reason: conn.reason().unwrap_or(Reason::Shutdown),
+    });
+}
+
+/// Whether a line is an HTTP request line (`GET / HTTP/1.1`): a method
+/// word in capitals, a target, and the HTTP version.
+fn looks_like_http(line: &[u8]) -> bool {
+    let Ok(line) = std::str::from_utf8(line) else {
+        return false;
+    };
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    let mut words = line.split(' ');
+    let (Some(method), Some(_target), Some(version), None) =
+        (words.next(), words.next(), words.next(), words.next())
+    else {
+        return false;
+    };
+    let is_method = !method.is_empty() && method.bytes().all(|b| b.is_ascii_uppercase());
+    is_method && (version == "HTTP/1.0" || version == "HTTP/1.1")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_http;
+
+    #[test]
+    fn http_request_lines_are_recognised() {
+        for yes in [
+            "GET / HTTP/1.1",
+            "POST /notify HTTP/1.0",
+            "OPTIONS * HTTP/1.1",
+        ] {
+            assert!(looks_like_http(yes.as_bytes()), "{yes}");
         }
-        shared.emit(ServerEvent::Disconnected {
-            id: conn.id,
-            peer: conn.peer,
-            name,
-            reason: conn.reason().unwrap_or(Reason::Shutdown),
-        });
+        for no in [
+            "GET / HTTP/2",
+            "get / HTTP/1.1",
+            "hello HTTP/1.1",
+            "GET  HTTP/1.1 x",
+        ] {
+            assert!(!looks_like_http(no.as_bytes()), "{no}");
+        }
     }
 }

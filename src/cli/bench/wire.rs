@@ -180,6 +180,19 @@ impl Dialect {
         };
         let line = strip_cr(&buf[..lf]);
         let mut used = lf + 1;
+        // An event stream (`--sse`): the same lines, as `data: LINE`,
+        // between fields and blank lines that carry nothing for us.
+        let sse = line.strip_prefix(b"data: ");
+        let line = match sse {
+            Some(line) => line,
+            None if line.is_empty() || line.starts_with(b":") => {
+                return Parse::Frame(used, Heard::Other { seq: None });
+            }
+            None if line.starts_with(b"id: ") || line.starts_with(b"event: ") => {
+                return Parse::Frame(used, Heard::Other { seq: None });
+            }
+            None => line,
+        };
         // The hot path: `MSG SEQ FROM TEXT` from the publisher, nearly every
         // line of a run, read without building a `ServerLine` (which would
         // check the whole line's UTF-8 first).
@@ -205,6 +218,8 @@ impl Dialect {
         };
         let heard = match ServerLine::parse(text) {
             Ok(ServerLine::Welcome { name, .. }) => Heard::Ready(Some(name)),
+            // On a stream, a DATA header is followed by a base64 line.
+            Ok(ServerLine::Data { seq, .. }) if sse.is_some() => Heard::Other { seq: Some(seq) },
             Ok(ServerLine::Data { seq, len, .. }) => {
                 // Raw bytes from some other client: skip them and their LF.
                 let end = usize::try_from(len).unwrap_or(usize::MAX);
@@ -221,6 +236,8 @@ impl Dialect {
                 Heard::Refused(format!("the server said {text:?}"))
             }
             Ok(other) => Heard::Other { seq: other.seq() },
+            // A DATA payload's base64 line, on a stream.
+            Err(_) if sse.is_some() => Heard::Other { seq: None },
             Err(e) => refused(&format!("an unreadable line ({e})"), line),
         };
         Parse::Frame(used, heard)
