@@ -585,6 +585,7 @@ fn stats_and_metrics_move_by_exactly_what_happened() {
 fn a_slow_stream_is_dropped_while_the_others_stay_on_time() {
     let (_server, tcp, http) = serve(Config {
         max_pending: 64 * 1024,
+        max_payload: 16 * 1024,
         ..http_config()
     });
     let mut talker = named(tcp, "talker");

@@ -543,7 +543,7 @@ mod tests {
         max-line = "1KiB"
         max-payload = "2MiB"
         write-timeout-ms = "3s"
-        max-pending = "1MiB"
+        max-pending = "3MiB"
         max-memory = "16MiB"
         line-timeout = "10s"
         idle-timeout = "1m"

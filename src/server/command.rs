@@ -68,7 +68,7 @@ pub(crate) struct ToOutbox;
 
 impl Replies for ToOutbox {
     fn reply(&mut self, conn: &Arc<Conn>, lines: &[u8]) -> Result<(), WriteError> {
-        conn.send_line(lines)
+        conn.reply(lines)
     }
 }
 

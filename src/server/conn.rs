@@ -58,6 +58,10 @@ pub(crate) struct Link {
     pub counters: Arc<Counters>,
 }
 
+/// How many unsent bytes a session lets queue up before it waits for its
+/// own client (see [`Conn::reply`]).
+pub(crate) const REPLY_ROOM: usize = 64 * 1024;
+
 /// How a connection with unsent bytes is handed to the flusher thread.
 #[derive(Debug, Clone)]
 pub(crate) struct FlusherLink {
@@ -164,6 +168,18 @@ impl Conn {
         let n: usize = chunks.iter().map(Bytes::len).sum();
         self.bytes_out.fetch_add(n as u64, Relaxed);
         self.counters.count_bytes_out(n as u64);
+    }
+
+    /// [`Conn::send_line`] for this client's own session answering it
+    /// (`OK`, `ERR`, `HELP`, telnet answers): those bytes are not shared
+    /// with anyone, so once more than [`REPLY_ROOM`] of them wait, the
+    /// session waits (at most `--write-timeout-ms`) for its own client to
+    /// take some, and reads nothing meanwhile. A client that asks and never
+    /// reads then holds at most about that much, not `--max-pending`.
+    pub(crate) fn reply(self: &Arc<Self>, line: &[u8]) -> Result<(), WriteError> {
+        let max_age = self.outbox.lock().max_age();
+        self.wait_for_room(REPLY_ROOM, Instant::now() + max_age);
+        self.send_line(line)
     }
 
     /// Queues the last lines the client will get (ending with its `BYE`)

@@ -383,8 +383,12 @@ impl Config {
         if self.write_timeout.is_zero() {
             return Err("the write timeout must be at least 1 ms".into());
         }
-        if self.max_pending == 0 {
-            return Err("--max-pending must be at least 1 byte".into());
+        if (self.max_pending as u64) < self.max_payload + 64 {
+            return Err(format!(
+                "--max-pending ({}) must be more than --max-payload ({}): a client must be \
+                 able to fall behind by one whole payload",
+                self.max_pending, self.max_payload
+            ));
         }
         if (self.max_memory as u64) < self.max_payload {
             return Err(format!(

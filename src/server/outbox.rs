@@ -144,6 +144,11 @@ impl Outbox {
         }
     }
 
+    /// `--write-timeout-ms`: how old an unsent byte may grow.
+    pub(crate) fn max_age(&self) -> Duration {
+        self.limits.max_age
+    }
+
     /// Unsent bytes.
     pub(crate) fn pending(&self) -> usize {
         self.pending

@@ -85,9 +85,23 @@ pub(crate) struct AuthFailures {
     by_address: Mutex<HashMap<IpAddr, (u32, Instant)>>,
 }
 
+/// The address failures are counted under: an IPv4 address, or the /64
+/// network of an IPv6 one (a single host usually has a whole /64, and
+/// could otherwise take a fresh address for every guess).
+fn counted_as(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(bits.into())
+        }
+    }
+}
+
 impl AuthFailures {
     /// Whether `ip` is locked out now.
     pub(crate) fn locked(&self, ip: IpAddr, now: Instant) -> bool {
+        let ip = counted_as(ip);
         let map = self.by_address.lock();
         map.get(&ip).is_some_and(|&(count, since)| {
             count >= AUTH_FAILS_TO_LOCK && now.saturating_duration_since(since) < AUTH_WINDOW
@@ -96,6 +110,7 @@ impl AuthFailures {
 
     /// Counts one failure from `ip`.
     pub(crate) fn record(&self, ip: IpAddr, now: Instant) {
+        let ip = counted_as(ip);
         let mut map = self.by_address.lock();
         if map.len() >= AUTH_MAX_ADDRESSES && !map.contains_key(&ip) {
             map.retain(|_, &mut (_, since)| now.saturating_duration_since(since) < AUTH_WINDOW);
@@ -159,5 +174,16 @@ mod tests {
         assert!(failures.locked(ip, t));
         assert!(!failures.locked(other, t));
         assert!(!failures.locked(ip, t + AUTH_WINDOW));
+    }
+
+    #[test]
+    fn ipv6_addresses_of_one_network_count_together() {
+        let failures = AuthFailures::default();
+        let t = Instant::now();
+        for i in 0..10u16 {
+            failures.record(format!("2001:db8::{i:x}").parse().unwrap(), t);
+        }
+        assert!(failures.locked("2001:db8::ffff".parse().unwrap(), t));
+        assert!(!failures.locked("2001:db8:0:1::1".parse().unwrap(), t));
     }
 }

@@ -254,15 +254,13 @@ impl Session {
                 // Telnet sends `DO TIMING-MARK` right after and waits for
                 // it before it shows anything: confirm it now, so the user
                 // sees the `BYE`.
-                self.client
-                    .conn
-                    .send_line(&[IAC, WILL, Telnet::TIMING_MARK])?;
+                self.client.conn.reply(&[IAC, WILL, Telnet::TIMING_MARK])?;
                 return Err(End::Bye(Reason::Quit));
             }
             Telnet::Wont(_) | Telnet::Dont(_) | Telnet::Command(_) => None,
         };
         match answer {
-            Some(bytes) => Ok(self.client.conn.send_line(&bytes)?),
+            Some(bytes) => Ok(self.client.conn.reply(&bytes)?),
             None => Ok(()),
         }
     }
@@ -347,7 +345,7 @@ impl Session {
         }
         .to_line();
         let Some(expected) = &client.shared.config.token else {
-            return Ok(client.conn.send_line(ok.as_bytes())?);
+            return Ok(client.conn.reply(ok.as_bytes())?);
         };
         // Constant time: how long the comparison takes says nothing about
         // how much of the token was right. An address locked out for too
@@ -356,13 +354,17 @@ impl Session {
         let failures = &client.shared.auth_failures;
         let good: bool = token.as_bytes().ct_eq(expected.as_bytes()).into();
         if !good || failures.locked(ip, Instant::now()) {
-            failures.record(ip, Instant::now());
+            // The right token from a locked-out address is refused but not
+            // counted: it does not make the lockout last longer.
+            if !good {
+                failures.record(ip, Instant::now());
+            }
             client.shared.counters.count_refused(Reason::AuthFailed);
             // A guess costs the guesser time.
             std::thread::sleep(AUTH_FAIL_DELAY);
             return Err(End::Bye(Reason::AuthFailed));
         }
-        client.conn.send_line(ok.as_bytes())?;
+        client.conn.reply(ok.as_bytes())?;
         if client.authed {
             return Ok(());
         }
@@ -444,7 +446,11 @@ impl Session {
                 Ok(())
             }
             Ok(false) => {
-                let found = next.map_or("another byte".to_string(), |b| format!("{b:?}"));
+                let found = match next {
+                    Some(b) if b.is_ascii_graphic() || b == b' ' => format!("{:?}", b as char),
+                    Some(b) => format!("0x{b:02x}"),
+                    None => "another byte".to_string(),
+                };
                 let text = format!(
                     "/send {len} declared {len} bytes, but byte {} was {found} instead of LF; \
                      the framing is lost",
