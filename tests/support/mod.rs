@@ -8,6 +8,7 @@
 //! the next broadcast event, whichever arrived first on the wire.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod proxy;
 
 use std::collections::VecDeque;
