@@ -89,6 +89,12 @@ impl Acceptor {
         let mut backoff = ACCEPT_BACKOFF_MIN;
         let mut reserve = File::open("/dev/null").ok();
         loop {
+            // Checked before `accept` too: at the fd limit, `turn_away_one`
+            // may have taken the waker's connection, and this `accept`
+            // would then wait for ever.
+            if self.shared.is_stopping() {
+                break;
+            }
             let accepted = self.listener.accept();
             if self.shared.is_stopping() {
                 break;
