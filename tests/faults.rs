@@ -156,6 +156,21 @@ fn small_buffer_client(addr: SocketAddr) -> (TcpStream, String) {
     (stream, name)
 }
 
+/// The name in the `WELCOME` waiting on `stream`, without reading it.
+fn peek_name(stream: &TcpStream) -> String {
+    let mut buf = [0u8; 512];
+    let deadline = Instant::now() + support::WAIT;
+    loop {
+        let n = stream.peek(&mut buf).expect("peek");
+        if let Some(end) = buf[..n].iter().position(|&b| b == b'\n') {
+            let line = String::from_utf8_lossy(&buf[..end]).into_owned();
+            return line.split(' ').nth(2).unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "no WELCOME to peek at");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Reads one line byte by byte (nothing more is taken from the socket).
 fn first_line(stream: &TcpStream) -> Option<String> {
     let mut line = Vec::new();
@@ -266,6 +281,15 @@ impl Watcher {
     fn say(&mut self, text: &str) {
         self.writer
             .write_all(format!("{text}\n").as_bytes())
+            .expect("the healthy client could not write");
+    }
+
+    fn send_payload(&mut self, payload: &[u8]) {
+        let mut frame = format!("/send {}\n", payload.len()).into_bytes();
+        frame.extend_from_slice(payload);
+        frame.push(b'\n');
+        self.writer
+            .write_all(&frame)
             .expect("the healthy client could not write");
     }
 
@@ -993,6 +1017,409 @@ fn a_wrong_send_length_is_a_protocol_error() {
     assert_eq!(healthy.leave_of(a.name(), support::WAIT), "protocol-error");
     healthy.finish();
     assert_alive(addr);
+}
+
+// ---------------------------------------------------------------------
+// Issue 12's fault suite.
+
+/// How a client goes away.
+#[derive(Debug, Clone, Copy)]
+enum Goes {
+    /// It closes (FIN; the kernel may still reset if it left bytes unread).
+    Closes,
+    /// It resets (SO_LINGER 0, then close: RST).
+    Resets,
+}
+
+fn go(stream: TcpStream, how: Goes) {
+    match how {
+        Goes::Closes => {
+            let _ = stream.shutdown(std::net::Shutdown::Write);
+        }
+        Goes::Resets => reset(&stream),
+    }
+    drop(stream);
+}
+
+/// Clients vanish (FIN or RST) at every stage: before reading their
+/// `WELCOME`, mid-line, mid-payload header, mid-payload, and while lots is
+/// queued for them. Nobody else notices, and every byte of the payload
+/// budget comes back.
+#[test]
+fn clients_vanishing_or_resetting_at_every_stage_hurt_nobody() {
+    let _serial = serial();
+    // The whole budget is one payload: a reservation that leaked would
+    // block the last payload below.
+    let budget = 256 * 1024;
+    let server = start(Config {
+        max_payload: budget as u64,
+        max_memory: budget,
+        ..config()
+    });
+    let addr = server.local_addr();
+    let mut healthy = Watcher::join(addr);
+    let base = Usage::own();
+    // The JOIN of `name`, wherever it is in the log (sessions start in
+    // any order).
+    let joined = |healthy: &mut Watcher, name: &str| {
+        let tail = format!(" {name}");
+        let deadline = Instant::now() + support::WAIT;
+        while healthy
+            .find(|l| l.starts_with("JOIN ") && l.ends_with(&tail))
+            .is_none()
+        {
+            assert!(Instant::now() < deadline, "no JOIN for {name}");
+            healthy.pump(Duration::from_millis(50));
+        }
+    };
+    for how in [Goes::Closes, Goes::Resets] {
+        // Gone before the server even greeted it, perhaps.
+        go(TcpStream::connect(addr).unwrap(), how);
+        // Gone before reading its WELCOME (it is only peeked at).
+        let s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(support::WAIT)).unwrap();
+        let name = peek_name(&s);
+        joined(&mut healthy, &name);
+        go(s, how);
+        assert_eq!(healthy.leave_of(&name, support::WAIT), "closed", "{how:?}");
+        // Gone mid-line, mid-payload header, mid-payload.
+        let partial: [&[u8]; 3] = [b"half a li", b"/send 20", &[b'p'; 100_000]];
+        for (i, bytes) in partial.iter().enumerate() {
+            let s = TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(support::WAIT)).unwrap();
+            let name = first_line(&s)
+                .expect("WELCOME")
+                .split(' ')
+                .nth(2)
+                .unwrap()
+                .to_string();
+            joined(&mut healthy, &name);
+            if i == 2 {
+                (&s).write_all(b"/send 200000\n").unwrap();
+            }
+            (&s).write_all(bytes).unwrap();
+            go(s, how);
+            assert_eq!(
+                healthy.leave_of(&name, support::WAIT),
+                "closed",
+                "{how:?} {i}"
+            );
+        }
+        // Gone while lots is queued for it: 4 payloads of 200 KiB that it
+        // does not read.
+        let (s, name) = small_buffer_client(addr);
+        joined(&mut healthy, &name);
+        for _ in 0..4 {
+            healthy.send_payload(&vec![b'q'; 200 * 1024]);
+            healthy.wait_for(|l| l.starts_with("DATA "), support::WAIT);
+        }
+        go(s, how);
+        let reason = healthy.leave_of(&name, support::WAIT);
+        assert!(
+            reason == "closed" || reason == "slow-consumer",
+            "{how:?}: {reason}"
+        );
+    }
+    // Nobody is left over, and the whole budget is free: a payload of all
+    // of it goes through.
+    let open = settle(1, support::WAIT, || server.connection_count());
+    assert_eq!(open, 1, "connections left over");
+    healthy.send_payload(&vec![b'z'; budget]);
+    let tail = format!(" {} {budget}", healthy.name);
+    healthy.wait_for(
+        |l| l.starts_with("DATA ") && l.ends_with(&tail),
+        support::WAIT,
+    );
+    healthy.finish();
+    assert_alive(addr);
+    assert_settles(base, 2, support::WAIT);
+}
+
+/// SIGTERM while chatters and payload senders are busy: the process
+/// exits 0, and every client's last line is `BYE shutdown`, after every
+/// SEQ in order.
+#[test]
+fn sigterm_under_load_exits_zero_and_says_goodbye() {
+    let _serial = serial();
+    let mut serve = Serve::start(BIN, &[], &[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let stats = Arc::new(SoakStats::default());
+    let base = Instant::now();
+    let mut actors = Vec::new();
+    for n in 0..10 {
+        let (s, st, addr) = (Arc::clone(&stop), Arc::clone(&stats), serve.addr);
+        actors.push(thread::spawn(move || chatter(addr, n, base, s, st)));
+    }
+    for n in 0..3 {
+        let (s, st, addr) = (Arc::clone(&stop), Arc::clone(&stats), serve.addr);
+        actors.push(thread::spawn(move || payload_sender(addr, n, s, st)));
+    }
+    // Under load: wait for a thousand deliveries.
+    let loaded = settle(0, support::WAIT, || {
+        1000usize.saturating_sub(stats.delivered.load(Ordering::Relaxed) as usize)
+    });
+    assert_eq!(loaded, 0, "the load never got going");
+    let signalled = Instant::now();
+    serve.signal("-TERM");
+    let status = serve.wait_exit(Duration::from_secs(30));
+    let took = signalled.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    for a in actors {
+        a.join().unwrap();
+    }
+    eprintln!(
+        "SIGTERM under load: exit {status:?} after {took:?}; {} events delivered",
+        stats.delivered.load(Ordering::Relaxed)
+    );
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    let failures = stats.failures.lock().unwrap().clone();
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// A restart: a few hundred library clients reconnect to the new server
+/// on the same port, all of them, and report the restart as a gap.
+#[test]
+fn a_reconnect_storm_after_a_restart_brings_every_client_back() {
+    use tickcast::client::{Client, ClientConfig, Event, Gap, Reconnect};
+    let _serial = serial();
+    const CLIENTS: usize = 300;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let first = tickcast::server::spawn_on(listener, config()).unwrap();
+    let base = Usage::own();
+    let clients: Vec<Client> = (0..CLIENTS)
+        .map(|_| {
+            Client::with_config(
+                addr,
+                ClientConfig {
+                    reconnect: Reconnect {
+                        max_delay: Duration::from_secs(1),
+                        ..Reconnect::default()
+                    },
+                    ..ClientConfig::default()
+                },
+            )
+            .expect("connect")
+        })
+        .collect();
+    first.shutdown();
+    first.join();
+    let restarted = Instant::now();
+    let listener = (0..100)
+        .find_map(|_| {
+            std::net::TcpListener::bind(addr)
+                .map_err(|_| thread::sleep(Duration::from_millis(50)))
+                .ok()
+        })
+        .expect("bind the same port again");
+    let second = tickcast::server::spawn_on(listener, config()).unwrap();
+    let missing = settle(0, Duration::from_secs(60), || {
+        CLIENTS.saturating_sub(second.connection_count())
+    });
+    let back_in = restarted.elapsed();
+    eprintln!(
+        "{} of {CLIENTS} clients back {back_in:?} after the restart",
+        CLIENTS - missing
+    );
+    assert_eq!(missing, 0, "clients that did not come back");
+    // Each reports the restart, and then sees the new run's events in
+    // order: everyone gets the line said after the restart. (A PONG means
+    // the client's session is past its greeting, so its JOIN is ahead of
+    // that line.)
+    for c in &clients {
+        c.ping().expect("ping after the restart");
+    }
+    clients[0].say("after the restart").unwrap();
+    for (i, c) in clients.iter().enumerate() {
+        let (mut restarted_gap, mut seqs) = (false, Vec::new());
+        let deadline = Instant::now() + support::WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let event = c.events().recv_timeout(left).unwrap_or_else(|_| {
+                panic!("client {i}: no 'after the restart' (gap seen: {restarted_gap})")
+            });
+            match &event {
+                Event::Gap(Gap::Restarted { .. }) => {
+                    restarted_gap = true;
+                    seqs.clear();
+                }
+                Event::Gap(gap) => panic!("client {i}: {gap:?}"),
+                Event::Msg { text, .. } if text == "after the restart" => {
+                    seqs.extend(event.seq());
+                    break;
+                }
+                _ => seqs.extend(event.seq()),
+            }
+        }
+        assert!(restarted_gap, "client {i} did not report the restart");
+        assert_consecutive(&format!("client {i}"), &seqs);
+    }
+    drop(clients);
+    let left = settle(0, support::WAIT, || second.connection_count());
+    assert_eq!(left, 0);
+    assert_alive(addr);
+    assert_settles(base, 2, support::WAIT);
+}
+
+/// A client that reads one byte a second while others talk is dropped as
+/// a slow consumer after about the write timeout; the talker never waits.
+#[test]
+fn a_reader_of_one_byte_a_second_is_dropped_alone() {
+    let _serial = serial();
+    let write_timeout = Duration::from_secs(1);
+    let server = start(Config {
+        write_timeout,
+        ..config()
+    });
+    let addr = server.local_addr();
+    let mut healthy = Watcher::join(addr);
+    let base = Usage::own();
+    let (slow, name) = small_buffer_client(addr);
+    healthy.wait_for(
+        |l| l.starts_with("JOIN ") && l.ends_with(&name),
+        support::WAIT,
+    );
+    let started = Instant::now();
+    let gone = Arc::new(AtomicBool::new(false));
+    let told = Arc::clone(&gone);
+    let reader = thread::spawn(move || {
+        let mut byte = [0u8; 1];
+        while !told.load(Ordering::Relaxed) {
+            match (&slow).read(&mut byte) {
+                Ok(0) | Err(_) => return true,
+                Ok(_) => thread::sleep(Duration::from_secs(1)),
+            }
+        }
+        // Dropped: what was already on its way may still arrive, then EOF
+        // (or a reset: the server may discard what it had not sent).
+        let mut rest = Vec::new();
+        match (&slow).read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(e) => e.kind() == ErrorKind::ConnectionReset,
+        }
+    });
+    // 2,000-byte lines, 50 a second: 100 KB/s.
+    let line = "o".repeat(2000);
+    let mut round_trips = Vec::new();
+    let mut n = 0;
+    let dropped_at = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "never dropped"
+        );
+        n += 1;
+        if n % 10 == 0 {
+            round_trips.push(healthy.round_trip(&format!("rt {n}"), support::WAIT));
+        } else {
+            healthy.say(&line);
+        }
+        if let Some((at, l)) = healthy.find(|l| l.starts_with("LEAVE ") && l.contains(&name)) {
+            assert!(l.ends_with(" slow-consumer"), "{l}");
+            break at;
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    gone.store(true, Ordering::Relaxed);
+    assert!(reader.join().unwrap(), "its connection was not closed");
+    let max = round_trips.iter().max().copied().unwrap_or_default();
+    let time_to_drop = dropped_at.duration_since(started);
+    eprintln!(
+        "one byte a second: dropped after {time_to_drop:?}; the talker's round trips max {max:?}"
+    );
+    assert!(max < write_timeout, "the talker waited {max:?}");
+    // About the write timeout plus the time 100 KB/s takes to fill the
+    // kernel's send buffer (3 s here); what the kernel holds must not hide
+    // a client that fell behind (it took 32 s with a 4 MiB buffer).
+    assert!(
+        time_to_drop < write_timeout * 15,
+        "dropped only after {time_to_drop:?}"
+    );
+    healthy.finish();
+    assert_alive(addr);
+    assert_settles(base, 2, support::WAIT);
+}
+
+/// Every limit at its edge: exactly at it passes, one past it is refused
+/// the way the contract says.
+#[test]
+fn every_limit_at_its_edge() {
+    let _serial = serial();
+    let max_payload = 64 * 1024;
+    let line_timeout = Duration::from_secs(2);
+    let server = start(Config {
+        max_clients: 4,
+        max_line: 64,
+        max_payload: max_payload as u64,
+        max_memory: max_payload,
+        line_timeout: Some(line_timeout),
+        max_per_ip: Some(4),
+        ..config()
+    });
+    let addr = server.local_addr();
+    let mut healthy = Watcher::join(addr);
+    let base = Usage::own();
+    let mut c = support::joined(addr);
+    let mut d = support::joined(addr);
+    // --max-line: 64 bytes pass (a CR before the LF does not count), 65 do not.
+    c.send(format!("{}\r\n", "l".repeat(64)));
+    assert!(c.event_starting("MSG ").line.ends_with(&"l".repeat(64)));
+    c.line(&"l".repeat(65));
+    assert!(c.reply().starts_with("ERR line-too-long "));
+    // --max-payload = --max-memory: two payloads of the whole budget at
+    // once both go through (the second waits for the first), and so does
+    // an empty one.
+    let full = vec![b'f'; max_payload];
+    let frame = |p: &[u8]| {
+        let mut f = format!("/send {}\n", p.len()).into_bytes();
+        f.extend_from_slice(p);
+        f.push(b'\n');
+        f
+    };
+    c.send(frame(&full));
+    d.send(frame(&full));
+    c.send(frame(&[]));
+    let lens: Vec<usize> = (0..3)
+        .map(|_| c.event_starting("DATA ").payload.unwrap().len())
+        .collect();
+    assert_eq!(
+        lens.iter().filter(|&&l| l == max_payload).count(),
+        2,
+        "{lens:?}"
+    );
+    assert!(lens.contains(&0), "{lens:?}");
+    // One byte more is refused before it is read.
+    let mut e = Raw::connect(addr);
+    e.line(&format!("/send {}", max_payload + 1));
+    assert_eq!(e.until_closed().0, vec!["BYE payload-too-large"]);
+    // --line-timeout: a line that takes half of it passes.
+    let started = Instant::now();
+    for b in b"taking my time" {
+        c.send([*b]);
+        thread::sleep(line_timeout / 30);
+    }
+    c.send("\n");
+    assert!(started.elapsed() < line_timeout);
+    assert!(c.event_starting("MSG ").line.ends_with(" taking my time"));
+    // --max-clients 4 (and --max-per-ip 4): the 4th is in, the 5th is not.
+    let fourth = Raw::connect(addr);
+    let mut fifth = Raw::connect_bare(addr);
+    let refused = fifth.until_closed().0;
+    assert!(
+        refused == ["BYE server-full"] || refused == ["BYE too-many-connections"],
+        "{refused:?}"
+    );
+    // A place frees up when someone leaves.
+    let name = fourth.name().to_string();
+    drop(fourth);
+    healthy.leave_of(&name, support::WAIT);
+    let _again = Raw::connect(addr);
+    drop((c, d));
+    healthy.finish();
+    drop(_again);
+    let left = settle(0, support::WAIT, || server.connection_count());
+    assert_eq!(left, 0);
+    assert_alive(addr);
+    assert_settles(base, 2, support::WAIT);
 }
 
 // ---------------------------------------------------------------------
