@@ -1593,22 +1593,25 @@ fn churner(addr: SocketAddr, stop: Arc<AtomicBool>, stats: Arc<SoakStats>) {
     }
 }
 
-/// A slow reader: takes 1 KiB every 2 s until it is dropped as a slow
-/// consumer, then comes back.
+/// A slow reader: takes 1 KiB every 2 s for 20 s, by which time it has
+/// been dropped as a slow consumer; then it reads what is still on its way
+/// (quickly) up to the end, and comes back.
 fn slow_reader(addr: SocketAddr, stop: Arc<AtomicBool>, stats: Arc<SoakStats>) {
     while !stop.load(Ordering::Relaxed) {
         let (mut stream, _) = small_buffer_client(addr);
         let mut buf = [0u8; 1024];
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
+        let slow_until = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < slow_until && !stop.load(Ordering::Relaxed) {
             match stream.read(&mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => thread::sleep(Duration::from_secs(2)),
             }
         }
-        stats.slow_drops.fetch_add(1, Ordering::Relaxed);
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let mut rest = Vec::new();
+        if stream.read_to_end(&mut rest).is_ok() {
+            stats.slow_drops.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
