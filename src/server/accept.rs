@@ -63,6 +63,15 @@ use std::time::{Duration, Instant};
 /// this leaves ample room for their call depth.
 pub(crate) const SESSION_STACK: usize = 128 * 1024;
 
+/// `SO_SNDBUF` of every connection (Linux doubles it for its own
+/// bookkeeping). Left alone, Linux grows a send buffer up to
+/// `net.ipv4.tcp_wmem`'s maximum (4 MiB by default): a client reading one
+/// byte a second in a room of 100 KB/s then fell 30 s behind before its
+/// outbox noticed, with `--write-timeout-ms 1000` (now 3 s). The cost: one
+/// client gets at most about 256 KiB per round trip (20 Mbit/s at 100 ms),
+/// plenty for a chat and notification hub.
+pub(crate) const SEND_BUFFER: usize = 128 * 1024;
+
 /// Backoff after a failed `accept`: first and longest wait.
 const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
 const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -92,6 +101,12 @@ impl Acceptor {
         let mut backoff = ACCEPT_BACKOFF_MIN;
         let mut reserve = File::open("/dev/null").ok();
         loop {
+            // Checked before `accept` too: at the fd limit, `turn_away_one`
+            // may have taken the waker's connection, and this `accept`
+            // would then wait for ever.
+            if self.shared.is_stopping() {
+                break;
+            }
             let accepted = self.listener.accept();
             if self.shared.is_stopping() {
                 break;
@@ -253,6 +268,10 @@ pub(crate) fn admit_conn(
     let config = &shared.config;
     // Small lines must not wait for more data (Nagle).
     let _ = stream.set_nodelay(true);
+    // Bytes in the kernel's send buffer count as sent: keep it small, so
+    // that a client falling behind shows in its outbox, where
+    // `--write-timeout-ms` and `--max-pending` see it.
+    let _ = socket2::SockRef::from(&stream).set_send_buffer_size(SEND_BUFFER);
     let mut key = [0u8; 16];
     if let Err(e) = getrandom::fill(&mut key) {
         let error = e.to_string();

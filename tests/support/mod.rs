@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod process;
 pub mod proxy;
 
 use std::collections::VecDeque;
