@@ -742,3 +742,48 @@ fn the_idle_timeout_does_not_apply_to_streams() {
         "{seen:?}"
     );
 }
+
+/// One address cannot take every plain HTTP slot: past 32 idle
+/// connections it is refused, while another address is still served.
+#[test]
+fn one_address_cannot_fill_the_http_door() {
+    let (_server, _tcp, http) = serve(http_config());
+    let idle: Vec<TcpStream> = (0..32)
+        .map(|_| TcpStream::connect(http).expect("connect"))
+        .collect();
+    // The door counts a connection once its acceptor has taken it: wait
+    // until one more from this address is refused.
+    let deadline = Instant::now() + WAIT;
+    let refused = loop {
+        let answer = get(http, "/healthz");
+        if answer.status == 503 {
+            break answer;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never refused: {}",
+            answer.text()
+        );
+    };
+    assert!(
+        refused.text().starts_with("ERR too-many-connections "),
+        "{}",
+        refused.text()
+    );
+    // Another loopback address is a different client.
+    let other = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    other
+        .bind(&"127.0.0.2:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
+    other.connect(&http.into()).unwrap();
+    let mut other: TcpStream = other.into();
+    other.set_read_timeout(Some(WAIT)).unwrap();
+    write!(
+        other,
+        "GET /healthz HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let answer = support::http::read_answer(&mut other, false);
+    assert_eq!((answer.status, answer.text()), (200, "ok\n".to_string()));
+    drop(idle);
+}

@@ -35,8 +35,8 @@ use crate::protocol::{ErrorCode, Reason, text_from_bytes};
 use crossbeam_channel::{Sender, unbounded};
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::io::{self, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread::{self, JoinHandle};
@@ -48,6 +48,15 @@ pub(crate) const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Plain HTTP connections (not streams) open at once.
 pub(crate) const MAX_PLAIN_HTTP: usize = 256;
+
+/// Plain HTTP connections one address may hold at once, so that one
+/// machine cannot take every slot of [`MAX_PLAIN_HTTP`] for itself.
+pub(crate) const MAX_PLAIN_HTTP_PER_IP: usize = 32;
+
+/// After an error answer, how long unread request bytes are drained
+/// before the socket closes (closing with unread bytes sends a reset,
+/// which can destroy the answer before the client reads it).
+const LINGER: Duration = Duration::from_millis(500);
 
 /// Stack size of an HTTP connection's thread: a little more than a
 /// session's, for JSON and page rendering.
@@ -62,6 +71,8 @@ pub(crate) struct HttpDoor {
     /// Plain connections by number, to wake them at shutdown.
     plain: Mutex<HashMap<u64, Arc<TcpStream>>>,
     plain_count: AtomicUsize,
+    /// Plain connections per client address.
+    plain_per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 /// Starts the HTTP acceptor on `listener`.
@@ -74,6 +85,7 @@ pub(crate) fn spawn(shared: Arc<Shared>, listener: TcpListener) -> io::Result<Jo
         streams: Mutex::default(),
         plain: Mutex::default(),
         plain_count: AtomicUsize::new(0),
+        plain_per_ip: Mutex::default(),
     });
     socket2::SockRef::from(&listener).listen(super::LISTEN_BACKLOG)?;
     thread::Builder::new()
@@ -124,9 +136,7 @@ impl HttpDoor {
         peer: SocketAddr,
         done: &Sender<u64>,
     ) -> Option<JoinHandle<()>> {
-        if self.plain_count.fetch_add(1, Ordering::SeqCst) >= MAX_PLAIN_HTTP {
-            self.plain_count.fetch_sub(1, Ordering::SeqCst);
-            let busy = HttpError::new(503, "server-full", "too many HTTP connections");
+        if let Err(busy) = self.count_plain(peer.ip()) {
             let _ = socket.set_nonblocking(true);
             let _ = busy.to_response().write_to(&socket, false, true);
             return None;
@@ -145,9 +155,43 @@ impl HttpDoor {
             });
         if spawned.is_err() {
             self.plain.lock().remove(&n);
-            self.plain_count.fetch_sub(1, Ordering::SeqCst);
+            self.uncount_plain(peer.ip());
         }
         spawned.ok()
+    }
+
+    /// Counts one more plain connection from `ip`, unless that is one too
+    /// many in all or for that address.
+    fn count_plain(&self, ip: IpAddr) -> Result<(), HttpError> {
+        let ip = ip.to_canonical();
+        let mut per_ip = self.plain_per_ip.lock();
+        let from_ip = per_ip.entry(ip).or_insert(0);
+        if *from_ip >= MAX_PLAIN_HTTP_PER_IP {
+            let text = "too many HTTP connections from your address";
+            return Err(HttpError::new(503, "too-many-connections", text));
+        }
+        if self.plain_count.fetch_add(1, Ordering::SeqCst) >= MAX_PLAIN_HTTP {
+            self.plain_count.fetch_sub(1, Ordering::SeqCst);
+            return Err(HttpError::new(
+                503,
+                "server-full",
+                "too many HTTP connections",
+            ));
+        }
+        *from_ip += 1;
+        Ok(())
+    }
+
+    fn uncount_plain(&self, ip: IpAddr) {
+        let ip = ip.to_canonical();
+        self.plain_count.fetch_sub(1, Ordering::SeqCst);
+        let mut per_ip = self.plain_per_ip.lock();
+        if let Some(n) = per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
     }
 
     /// One connection: requests until it closes, or until one of them
@@ -159,7 +203,7 @@ impl HttpDoor {
         let stream_request = std::panic::catch_unwind(requests).unwrap_or(None);
         // No longer a plain connection, whatever happens next.
         self.plain.lock().remove(&n);
-        self.plain_count.fetch_sub(1, Ordering::SeqCst);
+        self.uncount_plain(peer.ip());
         if let Some((request, cors)) = stream_request
             && let Ok(socket) = Arc::try_unwrap(socket)
         {
@@ -179,6 +223,7 @@ impl HttpDoor {
                     let answer = HttpError::from_read(&e, ErrorCode::LineTooLong.as_str());
                     if let Some(answer) = answer {
                         let _ = answer.to_response().write_to(socket, false, true);
+                        linger(socket);
                     }
                     return None;
                 }
@@ -199,7 +244,13 @@ impl HttpDoor {
                 }
             };
             close |= !request.keep_alive();
-            if response.write_to(socket, head_only, close).is_err() || close {
+            if response.write_to(socket, head_only, close).is_err() {
+                return None;
+            }
+            if close {
+                if response.status() >= 400 {
+                    linger(socket);
+                }
                 return None;
             }
         }
@@ -290,6 +341,26 @@ impl HttpDoor {
 }
 
 /// A page file, with the policy that keeps it self-contained.
+/// Closes our side and reads (and drops) what the client still sends, for
+/// at most [`LINGER`] and 1 MiB, so that the kernel does not answer those
+/// bytes with a reset that could destroy our answer in flight.
+fn linger(socket: &TcpStream) {
+    let _ = socket.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + LINGER;
+    let mut sink = [0u8; 8192];
+    let mut drained = 0;
+    while drained < 1 << 20 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || socket.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match (&*socket).read(&mut sink) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
+    }
+}
+
 fn static_file(route: Route) -> Response {
     let (content_type, text) = route.static_file().expect("a page file");
     Response::with_body(200, content_type, text)
