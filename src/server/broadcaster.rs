@@ -45,6 +45,7 @@ use super::budget::Reservation;
 use super::conn::Conn;
 use super::event::{ClientId, ServerEvent};
 use super::history::History;
+use super::keys::{KeyHolder, SessionKeys};
 use super::registry::NickError;
 use super::{Shared, TickInfo};
 use crate::http::stats::Verb;
@@ -146,13 +147,8 @@ pub(crate) struct Broadcaster {
     lanes: Lanes,
     history: History,
     members: HashMap<ClientId, Member>,
-    /// Session keys of the members.
-    keys: HashMap<String, ClientId>,
-    /// Session keys of connections that have left, with their last name,
-    /// kept until `--history` newer events have passed.
-    departed: HashMap<String, String>,
-    /// `(SEQ of the LEAVE, key)`, oldest first, to forget departed keys.
-    departed_order: VecDeque<(u64, String)>,
+    /// Session keys, of members and of connections that have left.
+    keys: SessionKeys,
     /// Encoded events not yet handed to the members.
     batch: Batch,
 }
@@ -160,14 +156,13 @@ pub(crate) struct Broadcaster {
 impl Broadcaster {
     pub(crate) fn new(shared: Arc<Shared>, lanes: Lanes) -> Self {
         let history = History::new(shared.config.history, shared.config.history_bytes);
+        let keys = SessionKeys::new(shared.config.history);
         Broadcaster {
             shared,
             lanes,
             history,
             members: HashMap::new(),
-            keys: HashMap::new(),
-            departed: HashMap::new(),
-            departed_order: VecDeque::new(),
+            keys,
             batch: Batch::default(),
         }
     }
@@ -295,7 +290,7 @@ impl Broadcaster {
         let seq = self
             .publish(|seq, out| ServerLine::Join { seq, name: &name }.encode(out))
             .0;
-        self.keys.insert(conn.key.clone(), conn.id);
+        self.keys.joined(&conn.key, conn.id);
         self.shared.emit(ServerEvent::Joined {
             seq,
             id: conn.id,
@@ -432,11 +427,11 @@ impl Broadcaster {
     /// `LEAVE` (none at shutdown).
     fn depart_member(&mut self, id: ClientId, remember_key: bool) -> Option<(Member, Option<u64>)> {
         let member = self.members.remove(&id)?;
-        self.keys.remove(&member.conn.key);
         let reason = member.conn.reason().unwrap_or(Reason::Error);
         if self.shared.is_stopping() {
             // No `LEAVE` at shutdown: everyone left is about to get
             // `BYE shutdown` instead.
+            self.keys.left(&member.conn.key, None);
             return Some((member, None));
         }
         let name = member.name.clone();
@@ -451,12 +446,9 @@ impl Broadcaster {
                 .encode(out)
             })
             .0;
-        if remember_key {
-            self.departed.insert(member.conn.key.clone(), name.clone());
-            self.departed_order
-                .push_back((seq, member.conn.key.clone()));
-        }
-        self.forget_old_keys();
+        let remembered = remember_key.then_some((seq, name.as_str()));
+        self.keys.left(&member.conn.key, remembered);
+        self.keys.forget_older(self.history.newest());
         self.shared.emit(ServerEvent::Left {
             seq,
             id,
@@ -464,19 +456,6 @@ impl Broadcaster {
             reason,
         });
         Some((member, Some(seq)))
-    }
-
-    /// Forgets departed keys once `--history` newer events have passed.
-    fn forget_old_keys(&mut self) {
-        let newest = self.history.newest();
-        while let Some((seq, _)) = self.departed_order.front() {
-            if newest - seq < self.shared.config.history as u64 {
-                break;
-            }
-            if let Some((_, key)) = self.departed_order.pop_front() {
-                self.departed.remove(&key);
-            }
-        }
     }
 
     /// Hands the batch to every member, in one vectored write each, from
@@ -615,16 +594,14 @@ impl Broadcaster {
     /// takes over the name of the connection it belongs to. Returns the
     /// name it should have given back if someone else holds it now.
     fn use_key(&mut self, conn: &Conn, key: &str) -> Result<Option<String>, (ErrorCode, String)> {
-        self.forget_old_keys();
+        self.keys.forget_older(self.history.newest());
         if key == conn.key {
             return Ok(None);
         }
-        let name = if let Some(&old) = self.keys.get(key) {
-            self.take_over(old)
-        } else if let Some(name) = self.departed.remove(key) {
-            Some(name)
-        } else {
-            return Err((ErrorCode::BadKey, "that key matches no connection".into()));
+        let name = match self.keys.find(key) {
+            Some(KeyHolder::Member(old)) => self.take_over(old),
+            Some(KeyHolder::Departed(name)) => Some(name),
+            None => return Err((ErrorCode::BadKey, "that key matches no connection".into())),
         };
         Ok(name.filter(|name| !self.rename_for_resume(conn.id, name)))
     }

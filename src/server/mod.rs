@@ -75,6 +75,7 @@ mod event;
 mod flusher;
 mod history;
 mod http_door;
+mod keys;
 mod outbox;
 mod rate;
 mod registry;
