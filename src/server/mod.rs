@@ -262,76 +262,11 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
     socket2::SockRef::from(&listener).listen(LISTEN_BACKLOG)?;
     let local_addr = listener.local_addr()?;
     let (http_listener, http_addr, http_waker) = bind_http(config.http)?;
-    let counters = Arc::new(Counters::new());
-    let mut epoch = [0u8; 8];
-    getrandom::fill(&mut epoch).map_err(io::Error::other)?;
+    let (shared, ends) = Shared::new(config, local_addr, http_addr, http_waker)?;
 
-    let (inbox_tx, inbox_rx) = bounded(INBOX_CAPACITY);
-    let (payloads_tx, payloads_rx) = bounded(PAYLOAD_LANE_CAPACITY);
-    let (departures_tx, departures_rx) = unbounded();
-    let (events_tx, events_rx) = bounded(config.event_capacity);
-    let (stop_tx, stop_rx) = bounded(1);
-    let (wake_tx, wake_rx) = bounded(1);
-    let (watch_tx, watch_rx) = unbounded();
-    let (flusher_stop_tx, flusher_stop_rx) = bounded(1);
-    let (wake_flusher, flusher_wakes) = UnixStream::pair()?;
-    wake_flusher.set_nonblocking(true)?;
-    let shared = Arc::new(Shared {
-        budget: Budget::new(config.max_memory),
-        config,
-        registry: Registry::default(),
-        inbox: inbox_tx,
-        payloads: payloads_tx,
-        departures: departures_tx,
-        link: Link {
-            flusher: FlusherLink {
-                watch: watch_tx,
-                wake: Arc::new(wake_flusher),
-            },
-            counters: Arc::clone(&counters),
-        },
-        counters,
-        history: HistoryView::default(),
-        started: SystemTime::now(),
-        http_addr,
-        http_waker,
-        auth_failures: rate::AuthFailures::default(),
-        epoch: to_hex(&epoch),
-        events: events_tx,
-        events_dropped: AtomicU64::new(0),
-        stopping: AtomicBool::new(false),
-        waker: accept::Waker::new(local_addr)?,
-        wake: wake_tx,
-    });
-
-    let flusher = Flusher {
-        shared: Arc::clone(&shared),
-        new: watch_rx,
-        wake: flusher_wakes,
-        stop: flusher_stop_rx,
-    };
-    let flusher = thread::Builder::new()
-        .name("tickcast-flusher".into())
-        .spawn(move || flusher.run())?;
-    let lanes = Lanes {
-        inbox: inbox_rx,
-        payloads: payloads_rx,
-        departures: departures_rx,
-        stop: stop_rx,
-    };
-    let broadcaster = Broadcaster::new(Arc::clone(&shared), lanes);
-    let for_broadcaster = Arc::clone(&shared);
-    let broadcaster = thread::Builder::new()
-        .name("tickcast-broadcaster".into())
-        .spawn(move || {
-            // A bug here must not leave a server that accepts clients but
-            // broadcasts nothing: stop the whole server instead (the panic
-            // message is on stderr). Nothing is shared across the unwind.
-            let run = std::panic::AssertUnwindSafe(|| broadcaster.run());
-            if std::panic::catch_unwind(run).is_err() {
-                for_broadcaster.stop();
-            }
-        })?;
+    let (stop_flusher, flusher) = start_flusher(&shared, ends.watch, ends.flusher_wakes)?;
+    let (stop_broadcaster, broadcaster) =
+        start_broadcaster(&shared, ends.inbox, ends.payloads, ends.departures)?;
     let http = match http_listener {
         Some(listener) => Some(http_door::spawn(Arc::clone(&shared), listener)?),
         None => None,
@@ -341,11 +276,11 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
         http,
         shared: Arc::clone(&shared),
         listener,
-        wake: wake_rx,
+        wake: ends.wake_acceptor,
         broadcaster,
-        stop_broadcaster: stop_tx,
+        stop_broadcaster,
         flusher,
-        stop_flusher: flusher_stop_tx,
+        stop_flusher,
         done: done_tx,
     };
     let acceptor = thread::Builder::new()
@@ -355,10 +290,132 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
     Ok(ServerHandle {
         shared,
         local_addr,
-        events: events_rx,
+        events: ends.events,
         finished: done_rx,
         acceptor: Some(acceptor),
     })
+}
+
+/// The receiving ends of the channels whose sending ends [`Shared`] holds.
+struct Ends {
+    inbox: Receiver<Inbox>,
+    payloads: Receiver<Payload>,
+    departures: Receiver<ClientId>,
+    watch: Receiver<Arc<Conn>>,
+    flusher_wakes: UnixStream,
+    wake_acceptor: Receiver<()>,
+    events: Receiver<ServerEvent>,
+}
+
+impl Shared {
+    /// What every thread of one server shares, and the other ends of its
+    /// channels. Every channel is bounded but the departures (one message
+    /// per connection at most) and the flusher's hand-overs (at most one
+    /// per connection with unsent bytes).
+    fn new(
+        config: Config,
+        local_addr: SocketAddr,
+        http_addr: Option<SocketAddr>,
+        http_waker: Option<accept::Waker>,
+    ) -> io::Result<(Arc<Shared>, Ends)> {
+        let mut epoch = [0u8; 8];
+        getrandom::fill(&mut epoch).map_err(io::Error::other)?;
+        let (inbox_tx, inbox_rx) = bounded(INBOX_CAPACITY);
+        let (payloads_tx, payloads_rx) = bounded(PAYLOAD_LANE_CAPACITY);
+        let (departures_tx, departures_rx) = unbounded();
+        let (events_tx, events_rx) = bounded(config.event_capacity);
+        let (wake_tx, wake_rx) = bounded(1);
+        let (watch_tx, watch_rx) = unbounded();
+        let (wake_flusher, flusher_wakes) = UnixStream::pair()?;
+        wake_flusher.set_nonblocking(true)?;
+        let counters = Arc::new(Counters::new());
+        let shared = Arc::new(Shared {
+            budget: Budget::new(config.max_memory),
+            config,
+            registry: Registry::default(),
+            inbox: inbox_tx,
+            payloads: payloads_tx,
+            departures: departures_tx,
+            link: Link {
+                flusher: FlusherLink {
+                    watch: watch_tx,
+                    wake: Arc::new(wake_flusher),
+                },
+                counters: Arc::clone(&counters),
+            },
+            counters,
+            history: HistoryView::default(),
+            started: SystemTime::now(),
+            http_addr,
+            http_waker,
+            auth_failures: rate::AuthFailures::default(),
+            epoch: to_hex(&epoch),
+            events: events_tx,
+            events_dropped: AtomicU64::new(0),
+            stopping: AtomicBool::new(false),
+            waker: accept::Waker::new(local_addr)?,
+            wake: wake_tx,
+        });
+        let ends = Ends {
+            inbox: inbox_rx,
+            payloads: payloads_rx,
+            departures: departures_rx,
+            watch: watch_rx,
+            flusher_wakes,
+            wake_acceptor: wake_rx,
+            events: events_rx,
+        };
+        Ok((shared, ends))
+    }
+}
+
+/// Starts the flusher thread; returns how to stop it, and its handle.
+fn start_flusher(
+    shared: &Arc<Shared>,
+    watch: Receiver<Arc<Conn>>,
+    wakes: UnixStream,
+) -> io::Result<(Sender<std::time::Instant>, JoinHandle<()>)> {
+    let (stop_tx, stop_rx) = bounded(1);
+    let flusher = Flusher {
+        shared: Arc::clone(shared),
+        new: watch,
+        wake: wakes,
+        stop: stop_rx,
+    };
+    let handle = thread::Builder::new()
+        .name("tickcast-flusher".into())
+        .spawn(move || flusher.run())?;
+    Ok((stop_tx, handle))
+}
+
+/// Starts the broadcaster thread; returns how to stop it, and its handle.
+fn start_broadcaster(
+    shared: &Arc<Shared>,
+    inbox: Receiver<Inbox>,
+    payloads: Receiver<Payload>,
+    departures: Receiver<ClientId>,
+) -> io::Result<(Sender<()>, JoinHandle<()>)> {
+    let (stop_tx, stop_rx) = bounded(1);
+    let lanes = Lanes {
+        inbox,
+        payloads,
+        departures,
+        stop: stop_rx,
+    };
+    let broadcaster = Broadcaster::new(Arc::clone(shared), lanes);
+    let shared = Arc::clone(shared);
+    let handle = thread::Builder::new()
+        .name("tickcast-broadcaster".into())
+        .spawn(move || {
+            // A bug here must not leave a server that accepts clients but
+            // broadcasts nothing: stop the whole server instead (the panic
+            // message is on stderr). Nothing is shared across the unwind.
+            let run = std::panic::AssertUnwindSafe(|| broadcaster.run());
+            if std::panic::catch_unwind(run).is_err() {
+                shared.stop();
+            }
+        })?;
+    Ok((stop_tx, handle))
 }
 
 /// `--http`: the second door, bound before anything starts so that its

@@ -89,11 +89,20 @@ pub(crate) fn run(
         quit: AtomicBool::new(false),
     });
     let head = Response::event_stream().headers(cors.headers());
+    // Findable by its KEY before anyone can know the KEY: the welcome
+    // below is the first place it appears.
+    door.streams
+        .lock()
+        .insert(conn.key.clone(), Arc::clone(&stream));
     // As in a session, a bug costs this client its connection (`error`).
     let serve = std::panic::AssertUnwindSafe(|| {
-        match greet(&conn, &shared.epoch, head, asked.as_ref())
-            .and_then(|since| join(door, &stream, request, since))
-        {
+        // Held from the welcome until the JOIN is handed over: a request
+        // posted with the KEY the welcome shows waits until then.
+        let mut client = stream.client.lock();
+        let started = greet(&conn, &shared.epoch, head, asked.as_ref())
+            .and_then(|since| join(door, &mut client, request, since));
+        drop(client);
+        match started {
             Ok(()) => watch(&conn),
             Err(end) => end,
         }
@@ -140,15 +149,14 @@ fn greet(
     Ok(since)
 }
 
-/// Lists the stream's client, hands its `JOIN` (with what its URL asked
-/// for) to the broadcaster, and opens it to posted requests.
+/// Lists the stream's client, and hands its `JOIN` (with what its URL
+/// asked for) to the broadcaster.
 fn join(
     door: &HttpDoor,
-    stream: &Arc<Stream>,
+    client: &mut Client,
     request: &Request,
     since: Option<u64>,
 ) -> Result<(), End> {
-    let mut client = stream.client.lock();
     let conn = Arc::clone(&client.conn);
     let Some(name) = door.shared.registry.list(conn.id) else {
         return Err(End::Silent(conn.reason().unwrap_or(Reason::Closed)));
@@ -162,11 +170,7 @@ fn join(
         conn: Arc::clone(&conn),
         name,
         stream: Some(start),
-    })?;
-    door.streams
-        .lock()
-        .insert(conn.key.clone(), Arc::clone(stream));
-    Ok(())
+    })
 }
 
 /// Waits for the stream's end, sending `: keepalive` while it is quiet:
