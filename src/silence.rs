@@ -43,6 +43,10 @@ const PAUSE_SLACK: Duration = Duration::from_millis(500);
 /// A payload may take this much longer than a line per byte received.
 const PAYLOAD_BYTES_PER_SECOND: u64 = 64 * 1024;
 
+/// What a watch calls at half of the allowed silence: the server sends
+/// `PING`, the client `/ping`. One type for both sides.
+pub(crate) type Pinger = Box<dyn FnMut() -> io::Result<()> + Send>;
+
 /// A socket's reading half, with a watch on the clock; see the module docs.
 pub(crate) struct SilenceWatch<S, P> {
     stream: S,

@@ -229,21 +229,21 @@ fn bad_settings_are_refused() {
                 write_timeout: Duration::ZERO,
                 ..Config::default()
             },
-            "write timeout",
+            "--write-timeout-ms",
         ),
         (
             Config {
                 max_line: 0,
                 ..Config::default()
             },
-            "line limit",
+            "--max-line",
         ),
         (
             Config {
                 token: Some("two words".into()),
                 ..Config::default()
             },
-            "token",
+            "--token",
         ),
     ] {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -273,7 +273,7 @@ impl ServeArgs {
         if let Some((_, message)) = checks.iter().find(|(bad, _)| *bad) {
             return Err(message.to_string());
         }
-        config.validate()?;
+        config.validate().map_err(|e| e.to_string())?;
         Ok(config)
     }
 

@@ -21,16 +21,12 @@ use super::merge::Merge;
 use super::requests::{NickMode, Pending};
 use super::shared::{Handover, Out, Shared};
 use crate::protocol::{Command, Frame, FrameReader, Reason, ServerLine};
-use crate::silence::SilenceWatch;
+use crate::silence::{Pinger, SilenceWatch};
 use bytes::Bytes;
 use std::collections::VecDeque;
-use std::io;
 use std::net::{Shutdown, TcpStream};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// Sends the keepalive's `/ping`.
-type Pinger = Box<dyn FnMut() -> io::Result<()> + Send>;
 
 /// What a connection reads from: frames, over a socket watched for
 /// silence.

@@ -1,6 +1,7 @@
 //! Server settings: one plain struct whose fields are the `tickcast serve`
 //! options, with the contract's defaults.
 
+use crate::protocol::validate_text;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -158,5 +159,86 @@ impl fmt::Debug for Config {
             .field("http", &self.http)
             .field("http_origins", &self.http_origins)
             .finish()
+    }
+}
+
+/// A setting the server cannot work with: which option, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The `tickcast serve` option (the [`Config`] field's name on the
+    /// command line), such as `--max-pending`.
+    pub option: &'static str,
+    /// What is wrong with it, in words.
+    pub problem: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.option, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Checks the settings for values the server cannot work with.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |option, problem: &str| {
+            Err(ConfigError {
+                option,
+                problem: problem.to_string(),
+            })
+        };
+        if self.write_timeout.is_zero() {
+            return fail("--write-timeout-ms", "must be at least 1 ms");
+        }
+        if (self.max_pending as u64) < self.max_payload + 64 {
+            let problem = format!(
+                "{} is less than --max-payload ({}): a client must be able to fall behind \
+                 by one whole payload",
+                self.max_pending, self.max_payload
+            );
+            return fail("--max-pending", &problem);
+        }
+        if (self.max_memory as u64) < self.max_payload {
+            let problem = format!(
+                "{} is less than --max-payload ({}): one payload must fit",
+                self.max_memory, self.max_payload
+            );
+            return fail("--max-memory", &problem);
+        }
+        if self.line_timeout.is_some_and(|d| d.is_zero()) {
+            return fail("--line-timeout", "must be positive (None turns it off)");
+        }
+        if self
+            .idle_timeout
+            .is_some_and(|d| d < Duration::from_millis(2))
+        {
+            return fail("--idle-timeout", "must be at least 2 ms");
+        }
+        if self.tick.is_some_and(|d| d.is_zero()) {
+            return fail("--tick-ms", "must be positive (None turns it off)");
+        }
+        if self.max_line == 0 {
+            return fail("--max-line", "must be at least 1 byte");
+        }
+        if self.max_rate == Some(0) {
+            return fail("--max-rate", "must be at least 1 line per second");
+        }
+        if self.max_per_ip == Some(0) {
+            return fail("--max-per-ip", "must be at least 1");
+        }
+        if self.max_clients == 0 {
+            return fail("--max-clients", "must be at least 1");
+        }
+        if self.event_capacity == 0 {
+            return fail("event_capacity", "must be at least 1");
+        }
+        if let Some(token) = &self.token
+            && (token.is_empty() || token.contains(' ') || validate_text(token).is_err())
+        {
+            return fail("--token", "must be one word of printable characters");
+        }
+        Ok(())
     }
 }

@@ -69,7 +69,7 @@ use super::registry::Claim;
 use super::{ServerEvent, Shared};
 use crate::protocol::frame::IAC;
 use crate::protocol::{ErrorCode, Frame, FrameReader, Reason, ServerLine, Telnet, guest_name};
-use crate::silence::SilenceWatch;
+use crate::silence::{Pinger, SilenceWatch};
 use bytes::Bytes;
 use crossbeam_channel::bounded;
 use std::convert::Infallible;
@@ -93,9 +93,6 @@ const REPLAY_PIECE_BYTES: usize = 256 * 1024;
 /// How long a `/send` waits for its share of `--max-memory` before it is
 /// refused.
 pub(crate) const BUDGET_WAIT: Duration = Duration::from_secs(2);
-
-/// Sends a `PING` to the client.
-type Pinger = Box<dyn FnMut() -> io::Result<()> + Send>;
 
 /// The session's reader: frames, from the socket, with a watch on the
 /// clock.
