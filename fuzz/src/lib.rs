@@ -705,10 +705,22 @@ pub fn http_head(data: &[u8]) {
                     Err(httparse::Error::TooManyHeaders) => {
                         assert!(matches!(e, ReadError::HeadTooLarge), "{e:?}")
                     }
-                    Err(why) => assert!(
-                        matches!(e, ReadError::Malformed(_) | ReadError::HeadTooLarge),
-                        "httparse says {why}, the reader {e:?}"
-                    ),
+                    // The reader parses again only once a new LF came: if
+                    // the stream ends before one follows the fault, it ends
+                    // inside a head that looked fine so far.
+                    Err(why) => match e {
+                        ReadError::Malformed(_) | ReadError::HeadTooLarge => {}
+                        ReadError::Io(ref io) if io.kind() == ErrorKind::UnexpectedEof => {
+                            let lines = rest.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                            let seen = httparse::Request::new(&mut fields).parse(&rest[..lines]);
+                            assert!(
+                                matches!(seen, Ok(httparse::Status::Partial)),
+                                "httparse says {why}, at the last LF {seen:?}, the reader {e:?}"
+                            );
+                        }
+                        other => panic!("httparse says {why}, the reader {other:?}"),
+                    },
                 }
                 return;
             }
