@@ -69,6 +69,16 @@ fn merge_corpus() {
     replay("merge");
 }
 
+#[test]
+fn http_head_corpus() {
+    replay("http_head");
+}
+
+#[test]
+fn sse_resume_corpus() {
+    replay("sse_resume");
+}
+
 /// A folder named after no target would be silently skipped.
 #[test]
 fn every_kept_folder_names_a_target() {

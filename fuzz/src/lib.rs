@@ -20,6 +20,10 @@ use std::collections::BTreeSet;
 use std::io::{self, ErrorKind, Read};
 use tickcast::client::merge::Merge;
 use tickcast::client::{Event, Gap};
+use tickcast::http::request::{MAX_HEAD, MAX_HEADERS, TimedRead};
+use tickcast::http::route::{Route, Routed, route};
+use tickcast::http::sse::{self, ResumePoint};
+use tickcast::http::{ReadError, Request, RequestReader};
 use tickcast::protocol::{Command, Frame, FrameReader, ServerLine, text_from_bytes, validate_text};
 
 /// A fuzz target: panics if the input breaks one of its invariants.
@@ -33,6 +37,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("command", command),
     ("server_line", server_line),
     ("merge", merge),
+    ("http_head", http_head),
+    ("sse_resume", sse_resume),
 ];
 
 /// The target called `name`.
@@ -360,6 +366,13 @@ impl<'a> Pieces<'a> {
     }
 }
 
+/// The HTTP reader sets a timeout before each read; pieces never wait.
+impl TimedRead for Pieces<'_> {
+    fn set_read_timeout(&mut self, _timeout: Option<std::time::Duration>) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 impl Read for Pieces<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
         let size = self.sizes[self.turn % self.sizes.len()];
@@ -608,6 +621,333 @@ impl Released {
             }
             self.start.get_or_insert(first);
             self.last = Some(last);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------
+// http_head: RequestReader fed in random-size pieces
+// ---------------------------------------------------------------------
+
+/// The body limits the `http_head` target tries (chosen by the first
+/// byte): none, tiny, a `/line` body's, a `/data` body's, and no limit.
+const BODY_LIMITS: [u64; 8] = [0, 1, 2, 5, 100, 4098, 1 << 20, u64::MAX];
+
+/// A deadline no fuzz input reaches: pieces never wait.
+fn far_deadline() -> std::time::Instant {
+    std::time::Instant::now() + std::time::Duration::from_secs(3600)
+}
+
+/// **http_head**: reads requests one after another with
+/// [`RequestReader`], the bytes arriving in pieces of fuzzed sizes (with
+/// `Interrupted` errors between some), each head followed by its body
+/// read with a fuzzed limit, until an error; and routes each request.
+///
+/// Input: byte 0 picks the body limit, bytes 1–4 the piece sizes (as in
+/// `frame`), the rest is the stream.
+///
+/// Invariants, against httparse run on the whole rest of the stream: a
+/// head over [`MAX_HEAD`] is refused `HeadTooLarge`, never accepted; an
+/// accepted head is exactly httparse's (length, method, version, target,
+/// headers), its path is the target's path (absolute form: the part from
+/// the first `/` after the authority, `/` if none), and
+/// [`Request::header`] finds each header by name in any case; a body is
+/// exactly the `Content-Length` bytes that follow, and is refused
+/// unread when over its limit; every error's status is a 4xx or none;
+/// [`route`] gives a route with that path, or a 404 (unknown path) or
+/// 405 (known path).
+pub fn http_head(data: &[u8]) {
+    if data.len() < 5 {
+        return;
+    }
+    let limit = BODY_LIMITS[usize::from(data[0] % 8)];
+    let stream = &data[5..];
+    let mut reader = RequestReader::new(Pieces::new(stream, data[1..5].to_vec()));
+    // Where in the stream the reader is: what it took from the pieces,
+    // less what it still holds.
+    let pos =
+        |r: &RequestReader<Pieces<'_>>| stream.len() - r.get_ref().data.len() - r.leftover().len();
+    loop {
+        let start = pos(&reader);
+        let rest = &stream[start..];
+        let got = reader.read_head(far_deadline());
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut model = httparse::Request::new(&mut fields);
+        let expected = model.parse(rest);
+        let request = match got {
+            Ok(request) => request,
+            Err(e) => {
+                check_read_error(&e);
+                match expected {
+                    Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
+                        assert!(
+                            matches!(e, ReadError::HeadTooLarge),
+                            "{len}-byte head: {e:?}"
+                        );
+                    }
+                    // Only the query, Content-Length or Transfer-Encoding
+                    // can make a complete head within the cap an error.
+                    Ok(httparse::Status::Complete(_)) => assert!(
+                        matches!(e, ReadError::Malformed(_) | ReadError::LengthRequired),
+                        "a complete head refused: {e:?}"
+                    ),
+                    Ok(httparse::Status::Partial) => match e {
+                        ReadError::Closed => assert!(rest.is_empty(), "Closed inside a head"),
+                        ReadError::Io(ref io) => {
+                            assert_eq!(io.kind(), ErrorKind::UnexpectedEof);
+                            assert!(!rest.is_empty(), "an error at a clean end");
+                        }
+                        ReadError::HeadTooLarge => {
+                            assert!(rest.len() >= MAX_HEAD, "a short head refused as too large")
+                        }
+                        other => panic!("a partial head refused as {other:?}"),
+                    },
+                    Err(httparse::Error::TooManyHeaders) => {
+                        assert!(matches!(e, ReadError::HeadTooLarge), "{e:?}")
+                    }
+                    // The reader parses again only once a new LF came: if
+                    // the stream ends before one follows the fault, it ends
+                    // inside a head that looked fine so far.
+                    Err(why) => match e {
+                        ReadError::Malformed(_) | ReadError::HeadTooLarge => {}
+                        ReadError::Io(ref io) if io.kind() == ErrorKind::UnexpectedEof => {
+                            let lines = rest.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+                            let seen = httparse::Request::new(&mut fields).parse(&rest[..lines]);
+                            assert!(
+                                matches!(seen, Ok(httparse::Status::Partial)),
+                                "httparse says {why}, at the last LF {seen:?}, the reader {e:?}"
+                            );
+                        }
+                        other => panic!("httparse says {why}, the reader {other:?}"),
+                    },
+                }
+                return;
+            }
+        };
+        let Ok(httparse::Status::Complete(len)) = expected else {
+            panic!("accepted a head httparse does not: {expected:?}");
+        };
+        assert!(len <= MAX_HEAD, "accepted a {len}-byte head");
+        assert_eq!(pos(&reader) - start, len, "the head's length");
+        check_request(&request, &model);
+
+        match reader.read_body(&request, limit, far_deadline()) {
+            Ok(body) => {
+                let length = request.content_length();
+                assert!(length <= limit, "a body over its limit");
+                assert_eq!(body.len() as u64, length, "the body's length");
+                let at = start + len;
+                assert_eq!(body, stream[at..at + body.len()], "the body's bytes");
+            }
+            Err(e) => {
+                check_read_error(&e);
+                match e {
+                    ReadError::BodyTooLarge { length, limit: l } => {
+                        assert_eq!((length, l), (request.content_length(), limit));
+                        assert!(length > limit, "a body within its limit refused");
+                    }
+                    ReadError::Io(ref io) => {
+                        assert_eq!(io.kind(), ErrorKind::UnexpectedEof);
+                        let left = (stream.len() - start - len) as u64;
+                        assert!(left < request.content_length(), "a whole body not read");
+                    }
+                    other => panic!("reading a body: {other:?}"),
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Every error's status is 4xx or none.
+fn check_read_error(e: &ReadError) {
+    if let Some(status) = e.status() {
+        assert!((400..500).contains(&status), "{e:?} answers {status}");
+    }
+}
+
+/// An accepted request against httparse's view of the same head.
+fn check_request(request: &Request, model: &httparse::Request<'_, '_>) {
+    assert_eq!(Some(request.method.as_str()), model.method, "the method");
+    assert_eq!(Some(u8::from(request.http11)), model.version, "the version");
+    let target = model.path.expect("a complete head has a target");
+    assert_eq!(request.path, target_path(target), "the path of {target:?}");
+    assert!(!request.path.contains('?'), "a query left in the path");
+
+    for header in model.headers.iter() {
+        // The first field of that name, in any case, is the one found.
+        let first = model
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(header.name))
+            .expect("itself at least");
+        let expected = std::str::from_utf8(first.value).ok();
+        for name in [
+            header.name.to_owned(),
+            header.name.to_ascii_lowercase(),
+            header.name.to_ascii_uppercase(),
+        ] {
+            assert_eq!(request.header(&name), expected, "header {name:?}");
+        }
+    }
+
+    match route(&request.method, &request.path) {
+        Ok(Routed::Serve(r) | Routed::Preflight(r)) => assert_eq!(r.path(), request.path),
+        Err(e) => match Route::from_path(&request.path) {
+            None => assert_eq!(e.status, 404, "{e:?}"),
+            Some(_) => assert_eq!(e.status, 405, "{e:?}"),
+        },
+    }
+}
+
+/// The path of a request target: origin form (`/p?q`) up to the query;
+/// absolute form (`http://host/p?q`): the path after the authority, which
+/// ends at the first `/`, `?` or `#`, and `/` when empty; anything else
+/// (`*`, which httparse lets through) as sent, up to the query.
+fn target_path(target: &str) -> &str {
+    let path = match ["http://", "https://"]
+        .iter()
+        .find_map(|scheme| target.strip_prefix(scheme))
+    {
+        Some(rest) => match rest.find(['/', '?', '#']) {
+            Some(i) if rest[i..].starts_with('/') => &rest[i..],
+            _ => "/",
+        },
+        None => target,
+    };
+    path.split('?').next().unwrap_or(path)
+}
+
+// ---------------------------------------------------------------------
+// sse_resume: Last-Event-ID and since=
+// ---------------------------------------------------------------------
+
+/// **sse_resume**: where a `GET /events` asks to resume, from the
+/// `Last-Event-ID` header and the `since=` parameter.
+///
+/// Input: byte 0 says which of the two the request has (bit 0: the
+/// header, bit 1: `since=`); the rest is the header's value and, after
+/// the first byte 0xff if there is one, `since=`'s (else the same
+/// value). `since=` is percent-encoded into the request; the header's
+/// value is sent as is (a value with CR or LF is skipped).
+///
+/// Invariants: [`ResumePoint`]'s parse accepts exactly `EPOCH:SEQ`
+/// (EPOCH 1 to 64 ASCII letters or digits, SEQ ASCII digits within
+/// `u64`), else `400`; what it accepts comes back the same through
+/// [`sse::event_id`]; [`sse::resume_point`] takes the header when it is
+/// not blank, else `since=`, and never accepts a value that, without the
+/// ASCII whitespace around it, is not `EPOCH:SEQ`.
+pub fn sse_resume(data: &[u8]) {
+    let Some((&flags, rest)) = data.split_first() else {
+        return;
+    };
+    let (header, since) = match rest.iter().position(|&b| b == 0xff) {
+        Some(i) => (&rest[..i], &rest[i + 1..]),
+        None => (rest, rest),
+    };
+    // The parse itself, on any text.
+    check_resume_text(&String::from_utf8_lossy(header));
+    check_resume_text(&String::from_utf8_lossy(since));
+
+    let with_header = flags & 1 != 0 && !header.iter().any(|&b| b == b'\r' || b == b'\n');
+    let with_since = flags & 2 != 0;
+    let mut head = b"GET /events".to_vec();
+    if with_since {
+        head.extend_from_slice(b"?since=");
+        for &b in since {
+            if b.is_ascii_alphanumeric() || (flags & 4 != 0 && b == b':') {
+                head.push(b);
+            } else {
+                head.extend_from_slice(format!("%{b:02X}").as_bytes());
+            }
+        }
+    }
+    head.extend_from_slice(b" HTTP/1.1\r\nHost: x\r\n");
+    if with_header {
+        head.extend_from_slice(b"Last-Event-ID: ");
+        head.extend_from_slice(header);
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    let request = match RequestReader::new(&head[..]).read_head(far_deadline()) {
+        Ok(request) => request,
+        Err(e) => {
+            // A header value httparse refuses, a query that is not UTF-8,
+            // or a head over the cap.
+            assert!(matches!(e.status(), Some(400 | 431)), "{e:?}");
+            return;
+        }
+    };
+    let got_header = request.header("last-event-id");
+    let got_since = request.query("since");
+    if with_since {
+        assert_eq!(got_since.map(str::as_bytes), Some(since), "since= decoded");
+    } else {
+        assert_eq!(got_since, None);
+    }
+    if !with_header {
+        assert_eq!(got_header, None);
+    }
+
+    let blank = |v: &&str| v.trim_matches(|c: char| c.is_ascii_whitespace()).is_empty();
+    let asked = [got_header, got_since]
+        .into_iter()
+        .flatten()
+        .find(|v| !blank(v));
+    let got = sse::resume_point(&request);
+    match asked {
+        None => assert_eq!(got, Ok(None), "nothing asked"),
+        Some(value) => {
+            let value = value.trim_matches(|c: char| c.is_ascii_whitespace());
+            match got {
+                Ok(Some(point)) => {
+                    assert_eq!(
+                        value.parse(),
+                        Ok(point.clone()),
+                        "not the value asked: {value:?}"
+                    );
+                    assert!(is_resume_point(value), "accepted {value:?}");
+                }
+                Ok(None) => panic!("{value:?} ignored"),
+                Err(e) => {
+                    assert_eq!(e.status, 400);
+                    assert!(!is_resume_point(value), "refused {value:?}");
+                }
+            }
+        }
+    }
+}
+
+/// `EPOCH:SEQ`: EPOCH 1 to 64 ASCII letters or digits, SEQ ASCII digits
+/// within `u64`.
+fn is_resume_point(s: &str) -> bool {
+    let Some((epoch, seq)) = s.split_once(':') else {
+        return false;
+    };
+    (1..=64).contains(&epoch.len())
+        && epoch.bytes().all(|b| b.is_ascii_alphanumeric())
+        && !seq.is_empty()
+        && seq.bytes().all(|b| b.is_ascii_digit())
+        && seq.parse::<u64>().is_ok()
+}
+
+/// `ResumePoint`'s parse on any text: exactly `EPOCH:SEQ`, else `400`;
+/// what it accepts survives [`sse::event_id`] and a parse.
+fn check_resume_text(text: &str) {
+    match text.parse::<ResumePoint>() {
+        Ok(point) => {
+            assert!(is_resume_point(text), "accepted {text:?}");
+            let (epoch, seq) = text.split_once(':').expect("EPOCH:SEQ");
+            assert_eq!(point.epoch, epoch);
+            assert_eq!(Ok(point.seq), seq.parse::<u64>());
+            let id = sse::event_id(&point.epoch, point.seq);
+            assert_eq!(point.to_string(), id);
+            assert_eq!(id.parse(), Ok(point), "{id:?} parses differently");
+        }
+        Err(e) => {
+            assert_eq!((e.status, e.code), (400, "bad-args"), "{text:?}");
+            assert!(!is_resume_point(text), "refused {text:?}");
         }
     }
 }

@@ -214,12 +214,20 @@ impl Request {
         let http11 = parsed.version == Some(1);
 
         // Absolute form (`GET http://host/path`), which servers must accept:
-        // keep only the path.
-        let target = ["http://", "https://"]
+        // keep only the path, which starts where the authority ends (at
+        // the first `/`, `?` or `#`), and is `/` when empty.
+        let absolute = ["http://", "https://"]
             .iter()
-            .find_map(|scheme| target.strip_prefix(scheme))
-            .map_or(target, |rest| rest.find('/').map_or("/", |i| &rest[i..]));
+            .find_map(|scheme| target.strip_prefix(scheme));
+        let target = absolute.map_or(target, |rest| {
+            rest.find(['/', '?', '#']).map_or("", |i| &rest[i..])
+        });
         let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let path = if absolute.is_some() && !path.starts_with('/') {
+            "/"
+        } else {
+            path
+        };
 
         let headers: Vec<(String, Vec<u8>)> = parsed
             .headers
@@ -739,6 +747,19 @@ mod tests {
         let req = r.read_head(soon()).unwrap();
         assert_eq!(req.path, "/stats");
         assert_eq!(req.query("x"), Some("1"));
+        // The authority ends at a `?` too (one of the http_head fuzz
+        // target's invariants): this is `/` with a query, not `/y`.
+        for (head, path, query) in [
+            (&b"GET http://h?x/y HTTP/1.1\r\n\r\n"[..], "/", Some("")),
+            (b"GET https://h HTTP/1.1\r\n\r\n", "/", None),
+            (b"GET http://h#a/b HTTP/1.1\r\n\r\n", "/", None),
+        ] {
+            let req = RequestReader::new(Peer::whole(head))
+                .read_head(soon())
+                .unwrap();
+            assert_eq!(req.path, path);
+            assert_eq!(req.query("x/y"), query);
+        }
     }
 
     #[test]

@@ -224,12 +224,13 @@ impl fmt::Display for ResumePoint {
 /// The resume point a `GET /events` asks for, if any: the
 /// `Last-Event-ID` header (what `EventSource` sends by itself when it
 /// reconnects) wins over the `since=` parameter. An empty value counts as
-/// absent; a malformed one is `400`.
+/// absent; a malformed one is `400`. Only ASCII whitespace around a value
+/// is dropped: any other character makes it malformed.
 pub fn resume_point(request: &Request) -> Result<Option<ResumePoint>, HttpError> {
     let asked = [request.header("last-event-id"), request.query("since")]
         .into_iter()
         .flatten()
-        .map(str::trim)
+        .map(|v| v.trim_matches(|c: char| c.is_ascii_whitespace()))
         .find(|v| !v.is_empty());
     asked.map(str::parse).transpose()
 }
@@ -389,6 +390,23 @@ mod tests {
                 .unwrap_err()
                 .status,
             400
+        );
+        // Unicode whitespace is not trimmed away (one of the sse_resume
+        // fuzz target's invariants): a no-break space or a vertical tab
+        // makes the value malformed, not blank.
+        for head in [
+            "GET /events?since=ab:3 HTTP/1.1\r\nLast-Event-ID: \u{a0}ab:1\r\n\r\n",
+            "GET /events?since=%0Bab:1 HTTP/1.1\r\n\r\n",
+            "GET /events?since=ab:1%E2%80%83 HTTP/1.1\r\n\r\n",
+        ] {
+            assert_eq!(point(head).unwrap_err().status, 400, "{head:?}");
+        }
+        assert_eq!(
+            point("GET /events?since=+ab:3%0A HTTP/1.1\r\n\r\n")
+                .unwrap()
+                .unwrap()
+                .seq,
+            3
         );
     }
 }
