@@ -41,20 +41,28 @@
 //! | … accepting, limits at the door, the shutdown sequence | `server/accept.rs` |
 //! | … one connection's session thread | `server/session.rs` |
 //! | … the broadcaster thread: SEQ, history, fan-out | `server/broadcaster.rs` |
-//! | … writing to clients without one stalling the others | `server/conn.rs` |
+//! | … the checks and commands both doors share | `server/command.rs` |
+//! | … one connection, and the three ways it ends | `server/conn.rs` |
+//! | … a client's unsent bytes, and how far behind it may fall | `server/outbox.rs` |
+//! | … the thread that writes what did not fit | `server/flusher.rs` |
 //! | … the client map (one mutex, never held across I/O) | `server/registry.rs` |
-//! | … the history ring for `/resume` | `server/history.rs` |
+//! | … the history ring for `/resume`, and session keys | `server/history.rs`, `server/keys.rs` |
+//! | … the HTTP door: its acceptor, event streams | `server/http_door.rs`, `server/stream.rs` |
 //! | the HTTP door's building blocks (the page, SSE, `/stats`, `/metrics`) | [`http`] |
 //! | … reading a request head and body, with limits and a deadline | [`http::request`] |
 //! | … routes, token and origin checks, responses | [`http::route`], [`http::access`], [`http::response`] |
 //! | … protocol lines as Server-Sent Events | [`http::sse`] |
 //! | … counters and the `/metrics`, `/stats` formats | [`http::stats`] |
-//! | reading while watching for silence (idle timeout, keepalive) | `silence.rs` |
+//! | reading while watching the clock (idle and line timeouts, keepalive) | `silence.rs` |
 //! | the client library | [`client`] |
-//! | … a connection's thread: handshake, reading, reconnecting | `client/link.rs` |
+//! | … a link's thread: connect, serve, back off, again | `client/link.rs` |
+//! | … one connection: greeting, handshake plan, reading, replies | `client/connection.rs`, `client/handshake.rs` |
+//! | … the state the links share, with a glossary | `client/shared.rs` |
 //! | … one ordered stream out of replays and two connections | `client/merge.rs` |
 //! | … matching replies to the commands that caused them | `client/requests.rs` |
-//! | the `tickcast` command (`serve`, `chat`) | `src/main.rs`, `src/cli/` |
+//! | the `tickcast` command (`serve`, `chat`, `bench`) | `src/main.rs`, `src/cli/` |
+//!
+//! `docs/TOUR.md` follows one chat line through these files, stop by stop.
 //!
 //! `ARCHITECTURE.md` in the repository describes the threads, who owns
 //! what, and the invariants; `docs/PROTOCOL.md` the protocol;
