@@ -227,6 +227,23 @@ impl fmt::Display for TextError {
 
 impl std::error::Error for TextError {}
 
+/// Whether an offered token is the expected one, in time that depends
+/// only on the offered token's length: how long it takes says nothing
+/// about how much of it was right, nor how long the expected token is.
+/// (A plain constant-time comparison of two slices returns at once when
+/// their lengths differ, which tells a guesser the token's length.)
+pub fn tokens_match(offered: &[u8], expected: &[u8]) -> bool {
+    use subtle::ConstantTimeEq;
+    if expected.is_empty() {
+        return false;
+    }
+    let mut differ = (!offered.len().ct_eq(&expected.len())).unwrap_u8();
+    for (i, &byte) in offered.iter().enumerate() {
+        differ |= byte ^ expected[i % expected.len()];
+    }
+    differ == 0 && !offered.is_empty()
+}
+
 /// Checks that `text` may travel inside one line: no control characters
 /// other than TAB. `char::is_control` is exactly the Unicode `Cc` category:
 /// C0 (U+0000–U+001F), DEL (U+007F) and C1 (U+0080–U+009F), as the
@@ -323,6 +340,19 @@ pub fn to_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tokens_match_only_when_equal() {
+        assert!(tokens_match(b"s3cret", b"s3cret"));
+        assert!(!tokens_match(b"s3cre", b"s3cret"));
+        assert!(
+            !tokens_match(b"s3crets3cret", b"s3cret"),
+            "a repeat is not a match"
+        );
+        assert!(!tokens_match(b"s3creT", b"s3cret"));
+        assert!(!tokens_match(b"", b"s3cret"));
+        assert!(!tokens_match(b"", b""));
+    }
 
     #[test]
     fn text_rules_follow_the_contract() {

@@ -68,7 +68,9 @@ use super::rate::AUTH_FAIL_DELAY;
 use super::registry::Claim;
 use super::{ServerEvent, Shared};
 use crate::protocol::frame::IAC;
-use crate::protocol::{ErrorCode, Frame, FrameReader, Reason, ServerLine, Telnet, guest_name};
+use crate::protocol::{
+    ErrorCode, Frame, FrameReader, Reason, ServerLine, Telnet, guest_name, tokens_match,
+};
 use crate::silence::{Pinger, SilenceWatch};
 use bytes::Bytes;
 use crossbeam_channel::bounded;
@@ -76,7 +78,6 @@ use std::convert::Infallible;
 use std::io::{self, ErrorKind};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
-use subtle::ConstantTimeEq;
 
 /// Greeting text at the end of `WELCOME`.
 pub(crate) const GREETING: &str = concat!(
@@ -349,7 +350,7 @@ impl Session {
         // many failures fails whatever it sends.
         let ip = client.conn.peer.ip().to_canonical();
         let failures = &client.shared.auth_failures;
-        let good: bool = token.as_bytes().ct_eq(expected.as_bytes()).into();
+        let good = tokens_match(token.as_bytes(), expected.as_bytes());
         if !good || failures.locked(ip, Instant::now()) {
             // The right token from a locked-out address is refused but not
             // counted: it does not make the lockout last longer.
