@@ -40,7 +40,7 @@
 //! | the server: its threads and how they fit | [`server`] |
 //! | … accepting, limits at the door, the shutdown sequence | `server/accept.rs` |
 //! | … one connection's session thread | `server/session.rs` |
-//! | … the broadcaster thread: SEQ, history, fan-out | `server/broadcaster.rs` |
+//! | … the broadcaster thread: SEQ, history, fan-out; replays | `server/broadcaster/` |
 //! | … the checks and commands both doors share | `server/command.rs` |
 //! | … one connection, and the three ways it ends | `server/conn.rs` |
 //! | … a client's unsent bytes, and how far behind it may fall | `server/outbox.rs` |
