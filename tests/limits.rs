@@ -337,3 +337,24 @@ fn answering_pings_keeps_a_client_connected() {
     a.line("/ping alive");
     assert_eq!(a.reply(), "PONG alive");
 }
+
+/// `--line-timeout` counts from a line's first byte to its LF: after an
+/// overlong line has ended, a client may stay quiet as long as it likes.
+#[test]
+fn a_quiet_client_after_an_overlong_line_is_not_timed_out() {
+    let line_timeout = Duration::from_millis(500);
+    let server = start(Config {
+        max_line: 64,
+        line_timeout: Some(line_timeout),
+        ..config()
+    });
+    let mut a = joined(server.local_addr());
+    let mut long = vec![b'x'; 1000];
+    long.push(b'\n');
+    a.send(&long);
+    assert!(a.reply().starts_with("ERR line-too-long "));
+    // Quiet for three line timeouts (nothing to wait for: this is the
+    // absence of a BYE), then still served.
+    thread::sleep(3 * line_timeout);
+    a.assert_quiet("still-here");
+}

@@ -271,6 +271,29 @@ impl<R: Read> FrameReader<R> {
         )))
     }
 
+    /// After [`Frame::TooLong`]: reads and drops the rest of that line, up
+    /// to and including its LF, so that the caller knows where it ends.
+    /// (Without this, the next [`FrameReader::read_line`] does the same on
+    /// its way to the next line.) An end of stream first is
+    /// [`ErrorKind::UnexpectedEof`].
+    pub fn skip_rest_of_line(&mut self) -> io::Result<()> {
+        while self.discarding {
+            let unread = &self.buf[self.start..self.end];
+            if let Some(lf) = find_lf(unread) {
+                self.start += lf + 1;
+                self.discarding = false;
+                self.scanned = 0;
+                return Ok(());
+            }
+            self.start = self.end;
+            self.scanned = 0;
+            if self.fill()? == 0 {
+                return Err(ErrorKind::UnexpectedEof.into());
+            }
+        }
+        Ok(())
+    }
+
     /// Reads exactly `len` payload bytes into `out` (replacing its
     /// contents). The caller has already checked `len` against its limit.
     pub fn read_payload(&mut self, len: usize, out: &mut Vec<u8>) -> io::Result<()> {
@@ -613,6 +636,23 @@ mod tests {
         assert!(r.read_payload_end().unwrap());
         assert_eq!(r.read_line().unwrap(), Some(Frame::Line(b"next")));
         assert!(r.get_ref().1 < 100, "{} reads for 100 kB", r.get_ref().1);
+    }
+
+    #[test]
+    fn the_rest_of_an_overlong_line_can_be_skipped_at_once() {
+        let mut data = vec![b'x'; 300];
+        data.extend(b"\nnext\n");
+        for step in [1, 7, 64, 1000] {
+            let mut r = FrameReader::new(Trickle { data: &data, step }, 16);
+            assert!(matches!(r.read_line().unwrap(), Some(Frame::TooLong(_))));
+            r.skip_rest_of_line().unwrap();
+            assert!(!r.discarding);
+            assert_eq!(r.read_line().unwrap(), Some(Frame::Line(b"next")));
+        }
+        let mut r = FrameReader::new(&b"xxxxxxxxxxxxxxxxxxxxxxx"[..], 4);
+        assert!(matches!(r.read_line().unwrap(), Some(Frame::TooLong(_))));
+        let eof = r.skip_rest_of_line().unwrap_err();
+        assert_eq!(eof.kind(), ErrorKind::UnexpectedEof);
     }
 
     #[test]

@@ -163,9 +163,15 @@ impl Session {
                     }
                 }
                 Ok(Some(Frame::TooLong(_))) => {
-                    self.frame_done();
                     self.first_line = false;
                     self.too_long()?;
+                    // The rest of the line, up to its LF, is read and
+                    // dropped now, so that its end is a frame's end (and
+                    // `--line-timeout` stops counting there).
+                    self.reader
+                        .skip_rest_of_line()
+                        .map_err(|e| self.read_failed(&e))?;
+                    self.frame_done();
                     continue;
                 }
                 Ok(Some(Frame::Telnet(command))) => {
