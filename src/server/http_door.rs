@@ -142,6 +142,11 @@ impl HttpDoor {
             return None;
         }
         let _ = socket.set_nodelay(true);
+        // A plain answer is written by this connection's own thread, with a
+        // blocking write: one that does not read gets `--write-timeout-ms`
+        // and is closed. (A stream, once it is one, goes through an outbox
+        // like any client.)
+        let _ = socket.set_write_timeout(Some(self.shared.config.write_timeout));
         let socket = Arc::new(socket);
         self.plain.lock().insert(n, Arc::clone(&socket));
         let door = Arc::clone(self);
