@@ -22,9 +22,34 @@ fn code_links(doc: &str) -> Vec<(String, String)> {
     links
 }
 
-/// Whether `source` defines `fn name` (any visibility, any generics).
+/// Whether `source` defines `fn name` (any visibility, any generics) in
+/// the code a reader runs: not in its tests, not only under
+/// `#[cfg(test)]`.
 fn defines_fn(source: &str, name: &str) -> bool {
-    source.contains(&format!("fn {name}(")) || source.contains(&format!("fn {name}<"))
+    let code = source
+        .split("#[cfg(test)]\nmod tests")
+        .next()
+        .unwrap_or(source);
+    let lines: Vec<&str> = code.lines().collect();
+    lines.iter().enumerate().any(|(i, line)| {
+        let line = line.trim_start();
+        let defines = ["fn ", "pub fn ", "pub(crate) fn ", "pub(super) fn "]
+            .iter()
+            .any(|head| {
+                line.strip_prefix(head).is_some_and(|rest| {
+                    rest.strip_prefix(name)
+                        .is_some_and(|after| after.starts_with('(') || after.starts_with('<'))
+                })
+            });
+        // The attributes and docs above it, nearest first.
+        let test_only = lines[..i]
+            .iter()
+            .rev()
+            .map(|l| l.trim_start())
+            .take_while(|l| l.starts_with("#[") || l.starts_with("///"))
+            .any(|l| l == "#[cfg(test)]");
+        defines && !test_only
+    })
 }
 
 /// Whether `source` defines or implements the type `name`.
@@ -83,9 +108,14 @@ fn every_function_the_tour_names_exists_where_it_says() {
 
 #[test]
 fn the_checker_catches_a_renamed_function() {
-    let source = "impl<R: Read> FrameReader<R> {\n    pub fn read_line(&mut self) {}\n}";
+    let source = "impl<R: Read> FrameReader<R> {\n    pub fn read_line(&mut self) {}\n\
+                  /// Tests only.\n    #[cfg(test)]\n    pub(crate) fn since(&self) {}\n}";
     assert!(defines_fn(source, "read_line"));
     assert!(!defines_fn(source, "read_lines"));
+    assert!(
+        !defines_fn(source, "since"),
+        "a test-only fn does not count"
+    );
     assert!(defines_type(source, "FrameReader"));
     assert!(!defines_type(source, "Frame"));
     let links = code_links("see [`A::b`](../src/x.rs) and [`c`](../src/y.rs).");
