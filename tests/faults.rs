@@ -25,7 +25,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 use support::process::{Serve, Usage, settle};
 use support::{Raw, config, start};
-use tickcast::server::Config;
+use tickcast::server::{Config, ServerHandle};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tickcast");
 
@@ -154,6 +154,47 @@ fn small_buffer_client(addr: SocketAddr) -> (TcpStream, String) {
     let welcome = first_line(&stream).expect("WELCOME");
     let name = welcome.split(' ').nth(2).unwrap().to_string();
     (stream, name)
+}
+
+/// The setting of the slow-reader tests: a server with `write_timeout`, a
+/// healthy client, and a slow one (tiny receive buffer) whose `JOIN` the
+/// healthy one has seen.
+struct SlowRoom {
+    _server: ServerHandle,
+    addr: SocketAddr,
+    healthy: Watcher,
+    /// Threads and fds before the slow client came.
+    base: Usage,
+    slow: TcpStream,
+    name: String,
+    /// When the slow client had joined.
+    started: Instant,
+}
+
+impl SlowRoom {
+    fn open(write_timeout: Duration) -> SlowRoom {
+        let server = start(Config {
+            write_timeout,
+            ..config()
+        });
+        let addr = server.local_addr();
+        let mut healthy = Watcher::join(addr);
+        let base = Usage::own();
+        let (slow, name) = small_buffer_client(addr);
+        healthy.wait_for(
+            |l| l.starts_with("JOIN ") && l.ends_with(&name),
+            support::WAIT,
+        );
+        SlowRoom {
+            _server: server,
+            addr,
+            healthy,
+            base,
+            slow,
+            name,
+            started: Instant::now(),
+        }
+    }
 }
 
 /// The name in the `WELCOME` waiting on `stream`, without reading it.
@@ -452,20 +493,15 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 fn a_trickle_reader_is_dropped_and_never_delays_a_healthy_client() {
     let _serial = serial();
     let write_timeout = Duration::from_secs(2);
-    let server = start(Config {
-        write_timeout,
-        ..config()
-    });
-    let addr = server.local_addr();
-    let mut healthy = Watcher::join(addr);
-    let base = Usage::own();
-
-    let (trickle, trickle_name) = small_buffer_client(addr);
-    healthy.wait_for(
-        |l| l.starts_with("JOIN ") && l.ends_with(&trickle_name),
-        support::WAIT,
-    );
-    let started = Instant::now();
+    let SlowRoom {
+        _server,
+        addr,
+        mut healthy,
+        base,
+        slow: trickle,
+        name: trickle_name,
+        started,
+    } = SlowRoom::open(write_timeout);
     // Reads a little (512 bytes) every 200 ms: about 2.5 KB/s.
     let trickler = thread::spawn(move || {
         let mut s = &trickle;
@@ -1267,19 +1303,15 @@ fn a_reconnect_storm_after_a_restart_brings_every_client_back() {
 fn a_reader_of_one_byte_a_second_is_dropped_alone() {
     let _serial = serial();
     let write_timeout = Duration::from_secs(1);
-    let server = start(Config {
-        write_timeout,
-        ..config()
-    });
-    let addr = server.local_addr();
-    let mut healthy = Watcher::join(addr);
-    let base = Usage::own();
-    let (slow, name) = small_buffer_client(addr);
-    healthy.wait_for(
-        |l| l.starts_with("JOIN ") && l.ends_with(&name),
-        support::WAIT,
-    );
-    let started = Instant::now();
+    let SlowRoom {
+        _server,
+        addr,
+        mut healthy,
+        base,
+        slow,
+        name,
+        started,
+    } = SlowRoom::open(write_timeout);
     let gone = Arc::new(AtomicBool::new(false));
     let told = Arc::clone(&gone);
     let reader = thread::spawn(move || {
