@@ -3,8 +3,8 @@
 
 mod support;
 
-use crossbeam_channel::{Receiver, bounded, unbounded};
-use std::io::{BufRead, BufReader, Read, Write};
+use crossbeam_channel::{Receiver, bounded};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
@@ -44,29 +44,7 @@ impl Serve {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("start tickcast");
-        let (tx, stderr) = unbounded();
-        let pipe = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            let mut lines = BufReader::new(pipe).lines().map_while(Result::ok);
-            if !keep_stderr {
-                let first = lines.next();
-                drop(lines); // closes the pipe before anyone hears of it
-                if let Some(first) = first {
-                    let _ = tx.send(first);
-                }
-                return;
-            }
-            for line in lines {
-                let _ = tx.send(line);
-            }
-        });
-        let first = stderr.recv_timeout(WAIT).expect("no output from tickcast");
-        let addr = first
-            .strip_prefix("tickcast listening on ")
-            .unwrap_or_else(|| panic!("first line was {first:?}"))
-            .parse()
-            .unwrap();
+        let (child, addr, stderr) = support::process::spawn_serve(cmd, keep_stderr);
         Serve {
             child: Some(child),
             addr,

@@ -11,6 +11,40 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, bounded, unbounded};
 
+/// Starts `cmd` (a `tickcast serve` with stderr piped), waits for its
+/// first stderr line, `tickcast listening on ADDR`, and returns the child,
+/// ADDR, and the rest of stderr line by line (drained by a thread, so the
+/// server never blocks on a full pipe). Without `keep_stderr`, the pipe is
+/// closed after that first line: every later log line fails to be written.
+pub fn spawn_serve(mut cmd: Command, keep_stderr: bool) -> (Child, SocketAddr, Receiver<String>) {
+    let mut child = cmd.spawn().expect("start tickcast");
+    let (tx, stderr) = unbounded();
+    let pipe = child.stderr.take().expect("stderr piped");
+    thread::spawn(move || {
+        let mut lines = BufReader::new(pipe).lines().map_while(Result::ok);
+        if !keep_stderr {
+            let first = lines.next();
+            drop(lines); // closes the pipe before anyone hears of it
+            if let Some(first) = first {
+                let _ = tx.send(first);
+            }
+            return;
+        }
+        for line in lines {
+            let _ = tx.send(line);
+        }
+    });
+    let first = stderr
+        .recv_timeout(Duration::from_secs(20))
+        .expect("no output from tickcast");
+    let addr = first
+        .strip_prefix("tickcast listening on ")
+        .unwrap_or_else(|| panic!("first line was {first:?}"))
+        .parse()
+        .unwrap();
+    (child, addr, stderr)
+}
+
 /// A `tickcast serve` process on a free loopback port. Killed when dropped
 /// if it is still running.
 pub struct Serve {
@@ -42,22 +76,7 @@ impl Serve {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("start tickcast");
-        let (tx, stderr) = unbounded();
-        let pipe = child.stderr.take().unwrap();
-        thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let first = stderr
-            .recv_timeout(Duration::from_secs(20))
-            .expect("no output from tickcast");
-        let addr = first
-            .strip_prefix("tickcast listening on ")
-            .unwrap_or_else(|| panic!("first line was {first:?}"))
-            .parse()
-            .unwrap();
+        let (child, addr, stderr) = spawn_serve(cmd, true);
         Serve {
             pid: child.id(),
             child: Some(child),
