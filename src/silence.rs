@@ -121,13 +121,24 @@ impl<S: Borrow<TcpStream>, P: FnMut() -> io::Result<()>> SilenceWatch<S, P> {
         }
     }
 
-    fn set_timeout(&mut self, timeout: Option<Duration>) -> io::Result<()> {
-        let timeout = timeout.map(|t| t.max(MIN_WAIT));
-        if self.timeout != timeout {
+    /// Sets the socket's read timeout for a sleep of at most `wanted`,
+    /// with as few system calls as it can: the timeout already set is kept
+    /// when it is no longer than `wanted` and not much shorter (waking
+    /// early only costs one more look at the clock), or when nothing is
+    /// wanted at all (a wake-up then finds no deadline and reads again).
+    /// Returns the timeout in force.
+    fn set_timeout(&mut self, wanted: Option<Duration>) -> io::Result<Option<Duration>> {
+        let keep = match (self.timeout, wanted) {
+            (Some(set), Some(wanted)) => set <= wanted && set >= wanted / 2,
+            (_, None) => true,
+            (None, Some(_)) => false,
+        };
+        if !keep {
+            let timeout = wanted.map(|t| t.max(MIN_WAIT));
             self.stream.borrow().set_read_timeout(timeout)?;
             self.timeout = timeout;
         }
-        Ok(())
+        Ok(self.timeout)
     }
 
     /// How long to sleep in `read` at most, from `now`.
@@ -147,7 +158,7 @@ impl<S: Borrow<TcpStream>, P: FnMut() -> io::Result<()>> SilenceWatch<S, P> {
 
     /// A read timed out after `slept` though it asked for `asked`: forgive
     /// a pause, then check the deadlines.
-    fn timed_out(&mut self, asked: Duration, slept: Duration, err: io::Error) -> io::Result<()> {
+    fn timed_out(&mut self, asked: Duration, slept: Duration) -> io::Result<()> {
         if slept > asked + PAUSE_SLACK {
             let paused = slept - asked;
             self.heard += paused;
@@ -164,11 +175,9 @@ impl<S: Borrow<TcpStream>, P: FnMut() -> io::Result<()>> SilenceWatch<S, P> {
             ));
         }
         let Some(limit) = self.limit else {
-            return if self.frame_deadline.is_some() {
-                Ok(())
-            } else {
-                Err(err)
-            };
+            // No silence watch: a wake-up with no deadline passed is only
+            // a timeout kept from before; read again.
+            return Ok(());
         };
         let silent = now.saturating_duration_since(self.heard);
         if silent >= limit && self.pinged {
@@ -189,8 +198,7 @@ impl<S: Borrow<TcpStream>, P: FnMut() -> io::Result<()>> Read for SilenceWatch<S
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         loop {
             let start = Instant::now();
-            let wait = self.next_wait(start);
-            self.set_timeout(wait)?;
+            let wait = self.set_timeout(self.next_wait(start))?;
             let err = match self.stream.borrow().read(buf) {
                 Ok(n) => {
                     if n > 0 {
@@ -219,7 +227,7 @@ impl<S: Borrow<TcpStream>, P: FnMut() -> io::Result<()>> Read for SilenceWatch<S
             if !matches!(err.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
                 return Err(err);
             }
-            self.timed_out(asked, start.elapsed(), err)?;
+            self.timed_out(asked, start.elapsed())?;
         }
     }
 }
@@ -253,6 +261,30 @@ mod tests {
         assert!(start.elapsed() >= limit);
         drop(watch);
         assert_eq!(pings, 1);
+    }
+
+    #[test]
+    fn a_line_at_a_time_does_not_reset_the_socket_timeout_each_time() {
+        let (mut peer, stream) = pair();
+        let mut watch = SilenceWatch::new(stream, None, || Ok(()))
+            .with_line_limit(Some(Duration::from_secs(30)));
+        let mut set = Vec::new();
+        for _ in 0..5 {
+            peer.write_all(b"h").unwrap();
+            let mut buf = [0u8; 8];
+            assert_eq!(watch.read(&mut buf).unwrap(), 1);
+            peer.write_all(b"i\n").unwrap();
+            assert_eq!(watch.read(&mut buf).unwrap(), 2);
+            watch.frame_done(false);
+            set.push(watch.timeout);
+        }
+        // Set once, for the first line's deadline, and then kept: neither
+        // cleared between lines nor set again for each line.
+        assert!(
+            set[0].is_some_and(|t| t > Duration::from_secs(15)),
+            "{set:?}"
+        );
+        assert!(set.windows(2).all(|w| w[0] == w[1]), "{set:?}");
     }
 
     #[test]
