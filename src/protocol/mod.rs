@@ -216,6 +216,16 @@ pub enum TextError {
     ControlCharacter,
 }
 
+impl TextError {
+    /// The `ERR` code a line with this fault gets.
+    pub fn code(self) -> ErrorCode {
+        match self {
+            TextError::InvalidUtf8 => ErrorCode::InvalidUtf8,
+            TextError::ControlCharacter => ErrorCode::InvalidText,
+        }
+    }
+}
+
 impl fmt::Display for TextError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

@@ -161,12 +161,11 @@ impl Client {
             return Ok(refused);
         }
         let (code, text) = match parsed {
-            Err(TextError::InvalidUtf8) => (
-                ErrorCode::InvalidUtf8,
-                "lines must be UTF-8; use /send for raw bytes",
-            ),
-            Err(TextError::ControlCharacter) => (
-                ErrorCode::InvalidText,
+            Err(e @ TextError::InvalidUtf8) => {
+                (e.code(), "lines must be UTF-8; use /send for raw bytes")
+            }
+            Err(e @ TextError::ControlCharacter) => (
+                e.code(),
                 "no control characters other than TAB; use /send for raw bytes",
             ),
             Ok(Err(e)) => {

@@ -315,11 +315,7 @@ impl HttpDoor {
     fn notify(&self, body: &[u8]) -> Result<Response, HttpError> {
         let line = http::route::line_body(body, self.shared.config.max_line)?;
         let text = text_from_bytes(line).map_err(|e| {
-            let code = match e {
-                crate::protocol::TextError::InvalidUtf8 => ErrorCode::InvalidUtf8,
-                crate::protocol::TextError::ControlCharacter => ErrorCode::InvalidText,
-            };
-            HttpError::from_code(code, format!("a notification is one line of text: {e}"))
+            HttpError::from_code(e.code(), format!("a notification is one line of text: {e}"))
         })?;
         if text.is_empty() {
             return Err(HttpError::from_code(ErrorCode::BadArgs, "nothing to say"));

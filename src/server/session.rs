@@ -80,6 +80,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Greeting text at the end of `WELCOME`.
+/// The `WELCOME` line of a new connection, TCP or event stream.
+pub(crate) fn welcome_line(conn: &Conn, epoch: &str) -> String {
+    ServerLine::Welcome {
+        id: conn.id.0,
+        name: &guest_name(conn.id.0),
+        time: SystemTime::now(),
+        key: &conn.key,
+        epoch,
+        text: GREETING,
+    }
+    .to_line()
+}
+
 pub(crate) const GREETING: &str = concat!(
     "tickcast ",
     env!("CARGO_PKG_VERSION"),
@@ -193,16 +206,7 @@ impl Session {
 
     fn greet(&mut self) -> Result<(), End> {
         let conn = &self.client.conn;
-        let welcome = ServerLine::Welcome {
-            id: conn.id.0,
-            name: &guest_name(conn.id.0),
-            time: SystemTime::now(),
-            key: &conn.key,
-            epoch: &self.client.shared.epoch,
-            text: GREETING,
-        }
-        .to_line();
-        conn.send_line(welcome.as_bytes())?;
+        conn.send_line(welcome_line(conn, &self.client.shared.epoch).as_bytes())?;
         if self.client.authed {
             self.join()
         } else {

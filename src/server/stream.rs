@@ -31,11 +31,11 @@ use super::broadcaster::{Inbox, StreamStart};
 use super::command::{Client, End, Outcome};
 use super::conn::{Conn, ReadHalf};
 use super::http_door::HttpDoor;
-use super::session::{self, BUDGET_WAIT, GREETING};
+use super::session::{self, BUDGET_WAIT};
 use super::wire::Wire;
 use crate::http::sse::{self, KEEPALIVE, KEEPALIVE_EVERY, ResumePoint};
 use crate::http::{Cors, HttpError, Request, Response};
-use crate::protocol::{ErrorCode, Reason, ServerLine, guest_name};
+use crate::protocol::{ErrorCode, Reason, ServerLine};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::borrow::Borrow;
@@ -127,15 +127,7 @@ fn greet(
     asked: Option<&ResumePoint>,
 ) -> Result<Option<u64>, End> {
     let head = Bytes::from(head.encode(false, false, SystemTime::now()));
-    let welcome = ServerLine::Welcome {
-        id: conn.id.0,
-        name: &guest_name(conn.id.0),
-        time: SystemTime::now(),
-        key: &conn.key,
-        epoch,
-        text: GREETING,
-    }
-    .to_line();
+    let welcome = session::welcome_line(conn, epoch);
     let mut chunks = vec![head, sse::welcome(welcome.as_bytes())];
     let since = match asked {
         Some(point) if point.epoch == epoch => Some(point.seq),

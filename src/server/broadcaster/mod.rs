@@ -189,7 +189,7 @@ impl Broadcaster {
                 }
                 recv(self.lanes.departures) -> id => {
                     let Ok(id) = id else { break };
-                    self.depart(id, true);
+                    self.depart_member(id, true);
                 }
                 recv(ticker) -> _ => self.periodic_tick(),
                 recv(self.lanes.stop) -> _ => {
@@ -217,7 +217,7 @@ impl Broadcaster {
         loop {
             let mut took = false;
             while let Ok(id) = self.lanes.departures.try_recv() {
-                self.depart(id, true);
+                self.depart_member(id, true);
                 took = true;
             }
             while !self.batch.is_full() {
@@ -419,14 +419,8 @@ impl Broadcaster {
     }
 
     /// Removes a member and announces its `LEAVE` with the reason its
-    /// connection was closed for. Returns the name it had.
-    fn depart(&mut self, id: ClientId, remember_key: bool) -> Option<String> {
-        self.depart_member(id, remember_key)
-            .map(|(member, _)| member.name)
-    }
-
-    /// [`Broadcaster::depart`], returning the member and the SEQ of its
-    /// `LEAVE` (none at shutdown).
+    /// connection was closed for (its key is remembered if asked).
+    /// Returns the member and the SEQ of its `LEAVE` (none at shutdown).
     fn depart_member(&mut self, id: ClientId, remember_key: bool) -> Option<(Member, Option<u64>)> {
         let member = self.members.remove(&id)?;
         let reason = member.conn.reason().unwrap_or(Reason::Error);
