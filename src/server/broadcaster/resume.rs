@@ -13,28 +13,36 @@ use super::*;
 
 impl Broadcaster {
     pub(super) fn resume(&mut self, conn: &Conn, after: u64, key: Option<String>) -> ResumeResult {
-        let newest = self.history.newest();
-        if after > newest {
-            return Err((
-                ErrorCode::BadArgs,
-                format!("SEQ {after} is newer than the newest event {newest}"),
-            ));
-        }
+        self.check_resume_point(after)?;
         let nick_taken = match key {
             Some(key) => self.use_key(conn, &key)?,
             None => None,
         };
         let oldest = self.history.oldest();
         let gap = (after + 1 < oldest).then_some(oldest);
-        let events: Vec<(u64, Bytes)> = self.history.after(after).cloned().collect();
-        let last = events.last().map_or(after, |&(seq, _)| seq);
+        let events: Vec<Bytes> = self.history.after(after).map(|(_, e)| e.clone()).collect();
+        let last = if events.is_empty() {
+            after
+        } else {
+            self.history.newest()
+        };
         self.shared.counters.count_resume(gap.is_some());
         Ok(Replay {
             nick_taken,
             gap,
-            events: events.into_iter().map(|(_, e)| e).collect(),
+            events,
             last,
         })
+    }
+
+    /// A replay can start after any SEQ up to the newest event.
+    fn check_resume_point(&self, after: u64) -> Result<(), (ErrorCode, String)> {
+        let newest = self.history.newest();
+        if after > newest {
+            let text = format!("SEQ {after} is newer than the newest event {newest}");
+            return Err((ErrorCode::BadArgs, text));
+        }
+        Ok(())
     }
 
     /// An event stream joined (its `JOIN` is in the batch): takes over the
@@ -83,16 +91,11 @@ impl Broadcaster {
     /// replayed (the newest events): what does not fit is reported as a
     /// gap, like events the history no longer holds.
     fn replay_for_stream(&mut self, conn: &Conn, after: u64) -> Vec<Bytes> {
-        let newest = self.history.newest();
-        if after > newest {
-            let text = format!("SEQ {after} is newer than the newest event {newest}");
-            let line = ServerLine::Err {
-                code: ErrorCode::BadArgs,
-                text: &text,
-            }
-            .to_line();
+        if let Err((code, text)) = self.check_resume_point(after) {
+            let line = ServerLine::Err { code, text: &text }.to_line();
             return vec![conn.wire.replies(line.as_bytes())];
         }
+        let newest = self.history.newest();
         let epoch = &self.shared.epoch;
         let mut events: VecDeque<(u64, Bytes)> = VecDeque::new();
         let mut bytes = 0;
