@@ -460,10 +460,11 @@ impl Broadcaster {
     /// behind is dropped; its `LEAVE` comes back through the departures.
     fn flush(&mut self) {
         let batch = std::mem::take(&mut self.batch);
-        self.shared.history.set(&self.history);
         if batch.is_empty() {
             return;
         }
+        // The history changes only by publishing, so only with a batch.
+        self.shared.history.set(&self.history);
         // Counted once per batch, not once per client, and before anything
         // is written: whoever sees an event finds it counted.
         let epoch = &self.shared.epoch;
