@@ -93,8 +93,8 @@ impl Flusher {
     }
 
     /// Sleeps until a watched socket has room, the wake-up socket has a
-    /// byte, or the next client's time runs out. Returns which watched
-    /// sockets are ready.
+    /// byte, or the next client's time runs out. Returns which sockets
+    /// are ready: the wake-up socket first, then the watched ones.
     fn wait(&self, watched: &[Arc<Conn>], deadline: Option<Instant>) -> Vec<bool> {
         let now = Instant::now();
         let max_age = self.shared.config.write_timeout;
@@ -135,7 +135,7 @@ impl Flusher {
             let mut sink = [0u8; 256];
             while matches!((&self.wake).read(&mut sink), Ok(n) if n > 0) {}
         }
-        ready[1..].to_vec()
+        ready
     }
 
     /// Writes to every ready socket, and checks every client's oldest
@@ -144,7 +144,8 @@ impl Flusher {
         let now = Instant::now();
         let max_age = self.shared.config.write_timeout;
         let mut still = Vec::with_capacity(watched.len());
-        for (conn, &ready) in watched.into_iter().zip(ready) {
+        // `ready[0]` is the wake-up socket's.
+        for (conn, &ready) in watched.into_iter().zip(&ready[1..]) {
             let overdue = conn
                 .oldest_unsent()
                 .is_some_and(|at| now.saturating_duration_since(at) > max_age);
