@@ -41,7 +41,7 @@ use std::path::PathBuf;
 use std::thread;
 use std::time::Duration;
 use tickcast::protocol::Reason;
-use tickcast::server::{self, Config, ServerEvent};
+use tickcast::server::{self, ClusterConfig, Config, ServerEvent};
 
 /// run the hub: accept clients, relay what they say, tick periodically
 #[derive(FromArgs, Serialize, Deserialize, Default, Debug, PartialEq)]
@@ -154,6 +154,16 @@ pub struct ServeArgs {
     #[serde(default)]
     http_origin: Vec<String>,
 
+    /// serve one room with other nodes through Redis, like
+    /// redis://127.0.0.1:6379/0 (see docs/CLUSTER.md) [off]
+    #[argh(option)]
+    redis: Option<String>,
+
+    /// the room's name in Redis: nodes with the same --redis and --room are
+    /// one hub; 1 to 64 of A-Z a-z 0-9 _ - . [tickcast]
+    #[argh(option)]
+    room: Option<String>,
+
     /// log lines as text (TIME LEVEL MESSAGE) or json (one object per
     /// line); the first line stays `tickcast listening on ADDR` [text]
     #[argh(option)]
@@ -253,6 +263,7 @@ impl ServeArgs {
             event_capacity: 4096,
             http: self.http.map(|b| b.0),
             http_origins: self.http_origin.clone(),
+            cluster: self.cluster()?,
         };
         // The library's own checks do not know option names: say them here.
         let checks = [
@@ -275,6 +286,22 @@ impl ServeArgs {
         }
         config.validate().map_err(|e| e.to_string())?;
         Ok(config)
+    }
+
+    /// `--redis` and `--room`.
+    fn cluster(&self) -> Result<Option<ClusterConfig>, String> {
+        match (&self.redis, &self.room) {
+            (Some(redis), room) => Ok(Some(ClusterConfig {
+                redis: redis.clone(),
+                room: room
+                    .clone()
+                    .unwrap_or_else(|| ClusterConfig::DEFAULT_ROOM.to_string()),
+            })),
+            (None, Some(_)) => Err("--room needs --redis: a room lives in Redis \
+                 (for example --redis redis://127.0.0.1:6379/0 --room office)"
+                .to_string()),
+            (None, None) => Ok(None),
+        }
     }
 
     /// The settings that give `config`, every one of them stated: what
@@ -301,6 +328,8 @@ impl ServeArgs {
             token: None,
             http: config.http.map(BindAddr),
             http_origin: config.http_origins.clone(),
+            redis: config.cluster.as_ref().map(|c| c.redis.clone()),
+            room: config.cluster.as_ref().map(|c| c.room.clone()),
             log_format: Some(logging.logger.format),
             quiet: logging.quiet,
         }
@@ -349,6 +378,21 @@ pub fn run(args: ServeArgs) -> Result<(), Box<dyn Error>> {
     ));
     if let Some(http) = server.http_addr() {
         super::log_line(format_args!("tickcast http on http://{http}/"));
+    }
+    if let Some(node) = server.node() {
+        logger.startup(
+            &format!(
+                "node {} of room {}, EPOCH {}",
+                node.node,
+                node.room,
+                server.stats().epoch
+            ),
+            &[
+                ("event", "node".into()),
+                ("node", node.node.into()),
+                ("room", node.room.into()),
+            ],
+        );
     }
     if token_required {
         logger.startup(
@@ -446,6 +490,10 @@ fn effective_toml(config: &Config, logging: Logging) -> Result<String, String> {
 
 /// Why the listening socket could not be made, and what to do about it.
 fn cannot_listen(bind: SocketAddr, e: &io::Error) -> String {
+    if e.kind() == io::ErrorKind::NotConnected {
+        // A cluster node that could not reach Redis says so itself.
+        return e.to_string();
+    }
     let hint = match e.kind() {
         io::ErrorKind::AddrInUse => format!(
             "; is another tickcast (or another program) already listening there? \
@@ -481,6 +529,12 @@ fn log_event(logger: Logger, quiet: bool, event: ServerEvent) {
             Level::Error,
             &format!("accept failed: {error}"),
             &[("event", "accept-failed".into()), ("error", error.into())],
+        ),
+        // A cluster node's news about Redis: always worth a line.
+        ServerEvent::Room { up, text } => logger.log(
+            if up { Level::Info } else { Level::Warn },
+            &text,
+            &[("event", "room".into()), ("redis_up", up.into())],
         ),
         _ if quiet => {}
         ServerEvent::Connected { id, peer } => logger.log(

@@ -246,7 +246,8 @@ impl HttpError {
     /// `no-such-user` and `bad-key`; `409` for `nick-taken`; `413` for
     /// `line-too-long`; `429` for `rate-limited`, with `Retry-After: 1`
     /// (use [`HttpError::retry_after`] to say more precisely); `401` for
-    /// `auth-required`, with `WWW-Authenticate: Bearer`.
+    /// `auth-required`, with `WWW-Authenticate: Bearer`; `503` for a
+    /// cluster node's `unavailable`, with `Retry-After: 1`.
     pub fn from_code(code: ErrorCode, text: impl Into<String>) -> Self {
         let status = match code {
             ErrorCode::BadArgs
@@ -260,9 +261,10 @@ impl HttpError {
             ErrorCode::LineTooLong => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::AuthRequired => 401,
+            ErrorCode::Unavailable => 503,
         };
         let error = HttpError::new(status, code.as_str(), text);
-        if code == ErrorCode::RateLimited {
+        if matches!(code, ErrorCode::RateLimited | ErrorCode::Unavailable) {
             error.retry_after(1)
         } else {
             error

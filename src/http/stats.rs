@@ -304,6 +304,23 @@ pub struct Snapshot {
     pub clients_tcp: u64,
     /// Connected event streams, for the `tickcast_clients` gauge.
     pub clients_sse: u64,
+    /// A cluster node's own view (`--redis`), `None` on a single server.
+    pub cluster: Option<ClusterStats>,
+}
+
+/// A cluster node's view of its room, in `/stats` (`"cluster"`) and
+/// `/metrics` (`tickcast_cluster_*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterStats {
+    /// This node's id (random, for this run).
+    pub node: String,
+    /// `--room`.
+    pub room: String,
+    /// Whether Redis answers.
+    pub redis_up: bool,
+    /// How many events the room's log holds that this node has not yet
+    /// delivered, as of its last heartbeat (about once a second).
+    pub reader_lag: u64,
 }
 
 impl Snapshot {
@@ -318,6 +335,7 @@ impl Snapshot {
             clients: Vec::new(),
             clients_tcp: 0,
             clients_sse: 0,
+            cluster: None,
         }
     }
 
@@ -389,6 +407,9 @@ pub fn render_metrics(snapshot: &Snapshot, counters: &Counters) -> String {
         escape_label(&snapshot.version),
         escape_label(&snapshot.epoch)
     );
+    if let Some(cluster) = &snapshot.cluster {
+        cluster_metrics(o, cluster);
+    }
     let transports =
         |f: &dyn Fn(Transport) -> u64| Transport::ALL.map(|t| (t.as_str().to_owned(), f(t)));
     family(
@@ -490,6 +511,37 @@ pub fn render_metrics(snapshot: &Snapshot, counters: &Counters) -> String {
     out
 }
 
+/// A cluster node's own figures.
+fn cluster_metrics(o: &mut String, cluster: &ClusterStats) {
+    let _ = writeln!(
+        o,
+        "# HELP tickcast_cluster_node This node of a cluster room."
+    );
+    let _ = writeln!(o, "# TYPE tickcast_cluster_node gauge");
+    let _ = writeln!(
+        o,
+        "tickcast_cluster_node{{node=\"{}\",room=\"{}\"}} 1",
+        escape_label(&cluster.node),
+        escape_label(&cluster.room)
+    );
+    family(
+        o,
+        "tickcast_cluster_redis_up",
+        "gauge",
+        "Whether this node can reach the room's Redis (1) or not (0).",
+        None,
+        single(u64::from(cluster.redis_up)),
+    );
+    family(
+        o,
+        "tickcast_cluster_reader_lag_events",
+        "gauge",
+        "Events in the room's log this node has not delivered yet.",
+        None,
+        single(cluster.reader_lag),
+    );
+}
+
 /// `/stats` as JSON, in the contract's field order.
 #[derive(Serialize)]
 struct StatsJson<'a> {
@@ -499,6 +551,8 @@ struct StatsJson<'a> {
     seq: u64,
     history: &'a HistoryStats,
     clients: Vec<ClientJson<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cluster: Option<&'a ClusterStats>,
 }
 
 /// One client in `/stats`, in the contract's field order.
@@ -535,6 +589,7 @@ pub fn render_stats_json(snapshot: &Snapshot) -> String {
                 bytes_out: c.bytes_out,
             })
             .collect(),
+        cluster: snapshot.cluster.as_ref(),
     };
     let mut json = serde_json::to_string_pretty(&stats).expect("plain structs serialize");
     json.push('\n');

@@ -131,6 +131,11 @@ wire_words! {
         PayloadTooLarge => "payload-too-large",
         /// The byte after a `/send` payload was not LF.
         ProtocolError => "protocol-error",
+        /// Cluster only: the node cannot reach the room's store (Redis), or
+        /// the room was lost and started again; reconnect and resume.
+        Unavailable => "unavailable",
+        /// Cluster only, in `LEAVE`: the client's node stopped answering.
+        NodeDown => "node-down",
     }
 }
 
@@ -161,6 +166,9 @@ wire_words! {
         ResumeGap => "resume-gap",
         /// `/resume` presented a key that matches no connection.
         BadKey => "bad-key",
+        /// Cluster only: the node cannot reach the room's store (Redis)
+        /// now; the connection stays, try again in a moment.
+        Unavailable => "unavailable",
     }
 }
 

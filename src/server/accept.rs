@@ -86,6 +86,9 @@ pub(crate) struct Acceptor {
     pub broadcaster: JoinHandle<()>,
     /// Tells the broadcaster to deliver what it holds and stop.
     pub stop_broadcaster: Sender<()>,
+    /// Stops what must outlive the broadcaster: a cluster node's room
+    /// threads, which bring back its last events.
+    pub stop_room: Option<AfterBroadcaster>,
     pub flusher: JoinHandle<()>,
     /// Tells the flusher to write what it can by a deadline and stop.
     pub stop_flusher: Sender<Instant>,
@@ -209,6 +212,7 @@ impl Acceptor {
             listener,
             broadcaster,
             stop_broadcaster,
+            stop_room,
             flusher,
             stop_flusher,
             done,
@@ -232,6 +236,9 @@ impl Acceptor {
         // 3. Deliver what was accepted.
         let _ = stop_broadcaster.send(());
         let _ = broadcaster.join();
+        if let Some(stop_room) = stop_room {
+            stop_room();
+        }
         // 4. Say goodbye to every connection still open, and give the
         //    flusher one write timeout to get it out.
         for conn in &conns {
@@ -247,6 +254,9 @@ impl Acceptor {
         drop(done);
     }
 }
+
+/// What runs once the broadcaster has stopped (see [`Acceptor::stop_room`]).
+pub(crate) type AfterBroadcaster = Box<dyn FnOnce() + Send>;
 
 /// A connection the limits refused, with its socket (when it was not
 /// used up) for the refusal.
@@ -290,7 +300,17 @@ pub(crate) fn admit_conn(
     // The stream moves into the `Conn` only if admitted; a refused one
     // goes back to the caller for its refusal.
     let mut stream = Some(stream);
-    let admitted = shared.registry.admit(peer, limits, |id| {
+    // A cluster node takes a room-wide id from Redis (and, without Redis,
+    // admits nobody: `BYE unavailable`).
+    let given = match shared.room_id() {
+        Ok(given) => given,
+        Err(reason) => {
+            shared.counters.count_refused(reason);
+            shared.emit(ServerEvent::Refused { peer, reason });
+            return Err(Refused { reason, stream });
+        }
+    };
+    let admitted = shared.registry.admit(peer, limits, given, |id| {
         let stream = stream.take().expect("admit builds one Conn");
         Conn::new(id, peer, to_hex(&key), stream, wire, outbox, &shared.link)
     });

@@ -28,7 +28,7 @@ use super::budget::Reservation;
 use super::conn::Conn;
 use super::outbox::WriteError;
 use super::rate::TokenBucket;
-use super::registry::NickError;
+use super::registry::{NickError, check_name};
 use super::wire::Wire;
 use crate::protocol::command::HELP;
 use crate::protocol::{Command, ErrorCode, Reason, ServerLine, TextError, text_from_bytes};
@@ -40,6 +40,15 @@ use std::time::{Duration, Instant};
 /// `/list` answers one connection may get per second, in bytes (with a
 /// burst of four times as many).
 pub(crate) const LIST_BYTES_PER_SECOND: f64 = 64.0 * 1024.0;
+
+/// Whether a command needs a cluster node's room (Redis) to be served:
+/// everything but `/ping`, `/help`, `/quit`, `/pong` and `/auth`.
+fn needs_room(command: &Command<'_>) -> bool {
+    !matches!(
+        command,
+        Command::Ping(_) | Command::Help | Command::Quit(_) | Command::Pong(_) | Command::Auth(_)
+    )
+}
 
 /// How a connection ends.
 #[derive(Debug, Clone, Copy)]
@@ -173,6 +182,11 @@ impl Client {
                 return Ok(refused);
             }
             Ok(Ok(None)) => return Ok(Outcome::Done),
+            Ok(Ok(Some(command))) if self.shared.room_is_down() && needs_room(&command) => {
+                let text = "the room's store (Redis) cannot be reached; try again in a moment";
+                self.error(replies, ErrorCode::Unavailable, text)?;
+                return Ok(refused);
+            }
             Ok(Ok(Some(command))) => return self.dispatch(command, replies),
         };
         self.error(replies, code, text)?;
@@ -239,6 +253,9 @@ impl Client {
     }
 
     fn nick(&mut self, name: &str, replies: &mut dyn Replies) -> Result<(), End> {
+        if self.shared.in_cluster() {
+            return self.nick_in_room(name, replies);
+        }
         match self.shared.registry.rename(self.conn.id, name) {
             Ok(renamed) => {
                 if renamed.is_some() {
@@ -260,8 +277,21 @@ impl Client {
         }
     }
 
+    /// A cluster node's `/nick`: the naming rules are checked here, and
+    /// whether the name is free in Redis, which answers (`OK nick` or
+    /// `ERR nick-taken`, see `cluster::appender`).
+    fn nick_in_room(&mut self, name: &str, replies: &mut dyn Replies) -> Result<(), End> {
+        if let Err(NickError::Invalid(why)) = check_name(self.conn.id, name) {
+            return self.error(replies, ErrorCode::NickInvalid, &why);
+        }
+        self.hand_over(Inbox::Nick {
+            id: self.conn.id,
+            new: name.to_string(),
+        })
+    }
+
     fn list(&mut self, replies: &mut dyn Replies) -> Result<(), End> {
-        let names = self.shared.registry.names();
+        let names = self.shared.names();
         let names = names.iter().map(String::as_str).collect();
         self.out.clear();
         ServerLine::Users { names }.encode(&mut self.out);
@@ -282,6 +312,9 @@ impl Client {
         text: &str,
         replies: &mut dyn Replies,
     ) -> Result<(), End> {
+        if self.shared.direct_message_in_room(&self.conn, to, text) {
+            return Ok(());
+        }
         let Some((target, name)) = self.shared.registry.find(to) else {
             let text = format!("nobody called {to} is here");
             return self.error(replies, ErrorCode::NoSuchUser, &text);

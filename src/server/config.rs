@@ -101,6 +101,24 @@ pub struct Config {
     /// Other web origins allowed to use the HTTP endpoints from a browser
     /// (`--http-origin`, repeatable), besides the server's own.
     pub http_origins: Vec<String>,
+    /// Serve one room together with other nodes, through Redis (`--redis`,
+    /// `--room`; see docs/CLUSTER.md). Needs the cargo feature `redis`.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Where a cluster node's room is: a Redis server, and the room's name in
+/// it. Nodes with the same two are one hub.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// `--redis`, like `redis://127.0.0.1:6379/0`.
+    pub redis: String,
+    /// `--room`: 1 to 64 of `A-Z a-z 0-9 _ - .` (default `tickcast`).
+    pub room: String,
+}
+
+impl ClusterConfig {
+    /// The default `--room`.
+    pub const DEFAULT_ROOM: &'static str = "tickcast";
 }
 
 impl Config {
@@ -131,6 +149,7 @@ impl Default for Config {
             message_events: true,
             http: None,
             http_origins: Vec::new(),
+            cluster: None,
         }
     }
 }
@@ -158,6 +177,7 @@ impl fmt::Debug for Config {
             .field("message_events", &self.message_events)
             .field("http", &self.http)
             .field("http_origins", &self.http_origins)
+            .field("cluster", &self.cluster)
             .finish()
     }
 }
@@ -179,6 +199,38 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fail = |option, problem: &str| {
+            Err(ConfigError {
+                option,
+                problem: problem.to_string(),
+            })
+        };
+        let room_chars = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.');
+        if self.room.is_empty() || self.room.len() > 64 || !self.room.bytes().all(room_chars) {
+            return fail(
+                "--room",
+                "must be 1 to 64 of A-Z a-z 0-9 _ - . (for example --room office)",
+            );
+        }
+        if !self.redis.starts_with("redis://") && !self.redis.starts_with("redis+unix://") {
+            return fail(
+                "--redis",
+                "must be a Redis URL, like redis://127.0.0.1:6379/0",
+            );
+        }
+        if !cfg!(feature = "redis") {
+            return fail(
+                "--redis",
+                "this tickcast was built without the `redis` feature; build it with \
+                 `cargo build --release --features redis`",
+            );
+        }
+        Ok(())
+    }
+}
 
 impl Config {
     /// Checks the settings for values the server cannot work with.
@@ -238,6 +290,9 @@ impl Config {
             && (token.is_empty() || token.contains(' ') || validate_text(token).is_err())
         {
             return fail("--token", "must be one word of printable characters");
+        }
+        if let Some(cluster) = &self.cluster {
+            return cluster.validate();
         }
         Ok(())
     }

@@ -121,6 +121,14 @@ pub enum ServerEvent {
         /// What went wrong.
         error: String,
     },
+    /// A cluster node's news about its room (`--redis`): Redis was lost
+    /// (`up: false`) or is back, or the room started again.
+    Room {
+        /// Whether the room's store (Redis) can be reached now.
+        up: bool,
+        /// What happened, in words.
+        text: String,
+    },
     /// A connection ended, for any reason (shutdown included).
     Disconnected {
         /// Its id.

@@ -87,6 +87,12 @@ impl ServerHandle {
         self.shared.http_addr
     }
 
+    /// With [`Config::cluster`](super::Config::cluster): this node's id,
+    /// its room, and whether Redis answers.
+    pub fn node(&self) -> Option<crate::http::stats::ClusterStats> {
+        self.shared.cluster_stats()
+    }
+
     /// Who is connected and what the history holds: what `GET /stats`
     /// shows (and `/metrics`, with [`ServerHandle::counters`]).
     pub fn stats(&self) -> Snapshot {

@@ -36,6 +36,15 @@ impl History {
         }
     }
 
+    /// Forgets every event and goes on after `seq` (a cluster node starts
+    /// from the room's log, which may be long under way).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn start_after(&mut self, seq: u64) {
+        self.events.clear();
+        self.bytes = 0;
+        self.newest = seq;
+    }
+
     /// Records event `seq` (which must be the next SEQ).
     pub(crate) fn push(&mut self, seq: u64, event: Bytes) {
         debug_assert_eq!(seq, self.newest + 1);

@@ -68,6 +68,8 @@ mod accept;
 mod batch;
 mod broadcaster;
 mod budget;
+#[cfg(feature = "redis")]
+mod cluster;
 mod command;
 mod config;
 mod conn;
@@ -84,7 +86,7 @@ mod session;
 mod stream;
 mod wire;
 
-pub use config::{Config, ConfigError, TickInfo, TickText};
+pub use config::{ClusterConfig, Config, ConfigError, TickInfo, TickText};
 pub use event::{ClientId, ClientInfo, ServerEvent};
 pub use handle::{ServerError, ServerHandle, Target};
 
@@ -146,8 +148,12 @@ pub(crate) struct Shared {
     http_waker: Option<accept::Waker>,
     /// Failed `/auth` attempts per address.
     pub auth_failures: rate::AuthFailures,
-    /// Names this run of the server (`EPOCH` in `WELCOME`).
-    pub epoch: String,
+    /// Names this run of the server (`EPOCH` in `WELCOME`); in a cluster,
+    /// the room's, which changes if Redis loses the room.
+    pub epoch: Epoch,
+    /// With `--redis`: this node's side of the room (see `cluster`).
+    #[cfg(feature = "redis")]
+    pub room: Option<Arc<cluster::Room>>,
     events: Sender<ServerEvent>,
     events_dropped: AtomicU64,
     /// Set once shutdown has begun.
@@ -185,14 +191,90 @@ impl Shared {
         }
     }
 
+    /// A cluster node's id for a new connection (`None`: a single server
+    /// counts its own); `Err(unavailable)` while Redis cannot be reached.
+    pub(crate) fn room_id(&self) -> Result<Option<ClientId>, Reason> {
+        #[cfg(feature = "redis")]
+        if let Some(room) = &self.room {
+            return match room.is_up().then(|| room.next_id()).flatten() {
+                Some(id) => Ok(Some(id)),
+                None => Err(Reason::Unavailable),
+            };
+        }
+        Ok(None)
+    }
+
+    /// Whether this is a cluster node that cannot reach Redis now: lines
+    /// that need it get `ERR unavailable`.
+    pub(crate) fn room_is_down(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(room) = &self.room {
+            return !room.is_up();
+        }
+        false
+    }
+
+    /// The names for `/list`: of this server's clients, or of a cluster
+    /// room's members on every node.
+    pub(crate) fn names(&self) -> Vec<String> {
+        #[cfg(feature = "redis")]
+        if let Some(room) = &self.room {
+            return room.names();
+        }
+        self.registry.names()
+    }
+
+    /// A cluster node's `/msg`: Redis finds the target's node, and the
+    /// sender hears `OK msg` or `ERR no-such-user` from the appender.
+    /// `false` on a single server: the caller delivers it.
+    pub(crate) fn direct_message_in_room(&self, conn: &Arc<Conn>, to: &str, text: &str) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(room) = &self.room {
+            let text = if text.is_empty() {
+                String::new()
+            } else {
+                format!(" {text}")
+            };
+            let (conn, to) = (Arc::clone(conn), to.to_string());
+            room.propose(cluster::Op::Dm { conn, to, text });
+            return true;
+        }
+        let _ = (conn, to, text);
+        false
+    }
+
+    /// A cluster node's view of its room.
+    pub(crate) fn cluster_stats(&self) -> Option<crate::http::stats::ClusterStats> {
+        #[cfg(feature = "redis")]
+        if let Some(room) = &self.room {
+            return Some(crate::http::stats::ClusterStats {
+                node: room.node.clone(),
+                room: room.name.clone(),
+                redis_up: room.is_up(),
+                reader_lag: room.lag.load(Ordering::Relaxed),
+            });
+        }
+        None
+    }
+
+    /// Whether this server is a node of a cluster.
+    pub(crate) fn in_cluster(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if self.room.is_some() {
+            return true;
+        }
+        false
+    }
+
     /// What `/stats` and `/metrics` show of the present.
     pub(crate) fn snapshot(&self) -> Snapshot {
-        let mut snapshot = Snapshot::new(self.epoch.clone(), self.started);
+        let mut snapshot = Snapshot::new(&*self.epoch.get(), self.started);
         snapshot.seq = self.history.seq.load(Ordering::Relaxed);
         snapshot.history = self.history.get();
         snapshot.clients = self.registry.client_stats();
         let on = |t| snapshot.clients.iter().filter(|c| c.transport == t).count() as u64;
         (snapshot.clients_tcp, snapshot.clients_sse) = (on(Transport::Tcp), on(Transport::Sse));
+        snapshot.cluster = self.cluster_stats();
         snapshot
     }
 
@@ -214,6 +296,26 @@ impl Shared {
     }
 }
 
+/// The EPOCH in `WELCOME`. A single server keeps one for its whole run; a
+/// cluster node takes the room's, and a new one if Redis lost the room.
+#[derive(Debug)]
+pub(crate) struct Epoch(parking_lot::RwLock<Arc<str>>);
+
+impl Epoch {
+    fn new(epoch: &str) -> Self {
+        Epoch(parking_lot::RwLock::new(Arc::from(epoch)))
+    }
+
+    pub(crate) fn get(&self) -> Arc<str> {
+        Arc::clone(&self.0.read())
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn set(&self, epoch: &str) {
+        *self.0.write() = Arc::from(epoch);
+    }
+}
+
 /// What the broadcaster's history holds, published after each batch in
 /// plain atomics, so that `/stats` never has to ask the broadcaster.
 #[derive(Debug, Default)]
@@ -226,6 +328,12 @@ pub(crate) struct HistoryView {
 }
 
 impl HistoryView {
+    /// The newest SEQ delivered.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn newest(&self) -> u64 {
+        self.seq.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn set(&self, history: &history::History) {
         let stats = history.stats();
         self.seq.store(history.newest(), Ordering::Relaxed);
@@ -258,16 +366,25 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
     config
         .validate()
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // A cluster node reaches its room first: it must not serve a split one.
+    let mut room = RoomStart::join(&config)?;
     // A longer queue of completed connections than std's 128 (calling
     // `listen` again on a listening socket only changes its backlog).
     socket2::SockRef::from(&listener).listen(LISTEN_BACKLOG)?;
     let local_addr = listener.local_addr()?;
     let (http_listener, http_addr, http_waker) = bind_http(config.http)?;
-    let (shared, ends) = Shared::new(config, local_addr, http_addr, http_waker)?;
+    let (shared, ends) = Shared::new(config, local_addr, http_addr, http_waker, &room)?;
 
     let (stop_flusher, flusher) = start_flusher(&shared, ends.watch, ends.flusher_wakes)?;
-    let (stop_broadcaster, broadcaster) =
-        start_broadcaster(&shared, ends.inbox, ends.payloads, ends.departures)?;
+    let (room_lane, stop_room) = room.start(&shared)?;
+    let lanes = Lanes {
+        inbox: ends.inbox,
+        payloads: ends.payloads,
+        departures: ends.departures,
+        room: room_lane,
+        stop: crossbeam_channel::never(),
+    };
+    let (stop_broadcaster, broadcaster) = start_broadcaster(&shared, lanes, room)?;
     let http = match http_listener {
         Some(listener) => Some(http_door::spawn(Arc::clone(&shared), listener)?),
         None => None,
@@ -280,6 +397,7 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
         wake: ends.wake_acceptor,
         broadcaster,
         stop_broadcaster,
+        stop_room: Some(stop_room),
         flusher,
         stop_flusher,
         done: done_tx,
@@ -296,6 +414,62 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
         acceptor: Some(acceptor),
     })
 }
+
+/// How a server's room starts: on its own (numbering events itself), or,
+/// with `--redis`, as a node of a room in Redis (see `cluster`).
+enum RoomStart {
+    Alone,
+    #[cfg(feature = "redis")]
+    Node(Box<cluster::Joining>),
+}
+
+impl RoomStart {
+    fn join(config: &Config) -> io::Result<RoomStart> {
+        #[cfg(feature = "redis")]
+        if let Some(cluster) = &config.cluster {
+            let joining = cluster::join(cluster, config.history)
+                .map_err(|e| io::Error::new(io::ErrorKind::NotConnected, e))?;
+            return Ok(RoomStart::Node(Box::new(joining)));
+        }
+        let _ = config;
+        Ok(RoomStart::Alone)
+    }
+
+    /// The EPOCH to start with: a fresh one, or the room's.
+    fn epoch(&self) -> io::Result<String> {
+        match self {
+            RoomStart::Alone => {
+                let mut epoch = [0u8; 8];
+                getrandom::fill(&mut epoch).map_err(io::Error::other)?;
+                Ok(to_hex(&epoch))
+            }
+            #[cfg(feature = "redis")]
+            RoomStart::Node(joining) => Ok(joining.snapshot.epoch.clone()),
+        }
+    }
+
+    /// Starts a node's room threads; returns the broadcaster's lane for
+    /// what they hear, and how to stop them once the broadcaster is done.
+    fn start(&mut self, shared: &Arc<Shared>) -> io::Result<(RoomLane, accept::AfterBroadcaster)> {
+        let _ = shared;
+        match self {
+            RoomStart::Alone => Ok((crossbeam_channel::never(), Box::new(|| {}))),
+            #[cfg(feature = "redis")]
+            RoomStart::Node(joining) => {
+                let (tx, rx) = bounded(INBOX_CAPACITY);
+                let threads = cluster::start(joining.take_links()?, shared, tx)?;
+                let room = Arc::clone(&joining.room);
+                Ok((rx, Box::new(move || threads.stop(&room))))
+            }
+        }
+    }
+}
+
+/// What the broadcaster hears from its room's threads (nothing, alone).
+#[cfg(feature = "redis")]
+pub(crate) type RoomLane = Receiver<cluster::RoomEvent>;
+#[cfg(not(feature = "redis"))]
+pub(crate) type RoomLane = Receiver<std::convert::Infallible>;
 
 /// The receiving ends of the channels whose sending ends [`Shared`] holds.
 struct Ends {
@@ -318,9 +492,8 @@ impl Shared {
         local_addr: SocketAddr,
         http_addr: Option<SocketAddr>,
         http_waker: Option<accept::Waker>,
+        room: &RoomStart,
     ) -> io::Result<(Arc<Shared>, Ends)> {
-        let mut epoch = [0u8; 8];
-        getrandom::fill(&mut epoch).map_err(io::Error::other)?;
         let (inbox_tx, inbox_rx) = bounded(INBOX_CAPACITY);
         let (payloads_tx, payloads_rx) = bounded(PAYLOAD_LANE_CAPACITY);
         let (departures_tx, departures_rx) = unbounded();
@@ -350,7 +523,12 @@ impl Shared {
             http_addr,
             http_waker,
             auth_failures: rate::AuthFailures::default(),
-            epoch: to_hex(&epoch),
+            epoch: Epoch::new(&room.epoch()?),
+            #[cfg(feature = "redis")]
+            room: match room {
+                RoomStart::Node(joining) => Some(Arc::clone(&joining.room)),
+                RoomStart::Alone => None,
+            },
             events: events_tx,
             events_dropped: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
@@ -392,18 +570,19 @@ fn start_flusher(
 /// Starts the broadcaster thread; returns how to stop it, and its handle.
 fn start_broadcaster(
     shared: &Arc<Shared>,
-    inbox: Receiver<Inbox>,
-    payloads: Receiver<Payload>,
-    departures: Receiver<ClientId>,
+    mut lanes: Lanes,
+    room: RoomStart,
 ) -> io::Result<(Sender<()>, JoinHandle<()>)> {
     let (stop_tx, stop_rx) = bounded(1);
-    let lanes = Lanes {
-        inbox,
-        payloads,
-        departures,
-        stop: stop_rx,
-    };
-    let broadcaster = Broadcaster::new(Arc::clone(shared), lanes);
+    lanes.stop = stop_rx;
+    #[cfg_attr(not(feature = "redis"), allow(unused_mut))]
+    let mut broadcaster = Broadcaster::new(Arc::clone(shared), lanes);
+    #[cfg(feature = "redis")]
+    if let RoomStart::Node(joining) = room {
+        broadcaster.start_room(joining.snapshot);
+    }
+    #[cfg(not(feature = "redis"))]
+    let RoomStart::Alone = room;
     let shared = Arc::clone(shared);
     let handle = thread::Builder::new()
         .name("tickcast-broadcaster".into())

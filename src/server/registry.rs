@@ -92,10 +92,13 @@ pub(crate) enum NickError {
 impl Registry {
     /// Admits a new connection if the limits allow, building its [`Conn`]
     /// with the next id. Refusals carry the `BYE` reason.
+    /// A cluster node gives the id (`given`, room-wide, from Redis); a
+    /// single server counts its own.
     pub(crate) fn admit(
         &self,
         peer: SocketAddr,
         limits: Admission,
+        given: Option<ClientId>,
         make: impl FnOnce(ClientId) -> Conn,
     ) -> Result<Arc<Conn>, Reason> {
         let ip = peer.ip().to_canonical();
@@ -110,8 +113,10 @@ impl Registry {
         if limits.max_per_ip.is_some_and(|max| from_ip >= max) {
             return Err(Reason::TooManyConnections);
         }
-        inner.last_id += 1;
-        let id = ClientId(inner.last_id);
+        let id = given.unwrap_or_else(|| {
+            inner.last_id += 1;
+            ClientId(inner.last_id)
+        });
         let conn = Arc::new(make(id));
         inner.conns.insert(
             id,
@@ -160,12 +165,7 @@ impl Registry {
     /// Renames a listed client. `Ok(Some(old))` on a rename, `Ok(None)` if
     /// the client already has exactly this name.
     pub(crate) fn rename(&self, id: ClientId, new: &str) -> Result<Option<String>, NickError> {
-        validate_name(new).map_err(|e| NickError::Invalid(e.to_string()))?;
-        if is_guest_name(new) && !new.eq_ignore_ascii_case(&guest_name(id.0)) {
-            return Err(NickError::Invalid(
-                "names that start with guest- are the server's".into(),
-            ));
-        }
+        check_name(id, new)?;
         let mut inner = self.inner.lock();
         let new_key = new.to_ascii_lowercase();
         if inner
@@ -185,6 +185,28 @@ impl Registry {
         inner.names.remove(&old.to_ascii_lowercase());
         inner.names.insert(new_key, id);
         Ok(Some(old))
+    }
+
+    /// Gives a listed client the name its room gave it (a cluster node:
+    /// Redis keeps names unique room-wide, and has just given this one).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn set_name(&self, id: ClientId, new: &str) {
+        let mut inner = self.inner.lock();
+        let Some(entry) = inner.conns.get_mut(&id).filter(|e| e.listed) else {
+            return;
+        };
+        let old = std::mem::replace(&mut entry.name, new.to_string());
+        if inner.names.get(&old.to_ascii_lowercase()) == Some(&id) {
+            inner.names.remove(&old.to_ascii_lowercase());
+        }
+        inner.names.insert(new.to_ascii_lowercase(), id);
+    }
+
+    /// Every open connection.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn conns(&self) -> Vec<Arc<Conn>> {
+        let inner = self.inner.lock();
+        inner.conns.values().map(|e| Arc::clone(&e.conn)).collect()
     }
 
     /// Decides that `conn` ends, for `reason`, unless someone decided so
@@ -300,6 +322,18 @@ impl Registry {
     }
 }
 
+/// Whether client `id` may take the name `new` (the naming rules, not
+/// whether someone has it).
+pub(crate) fn check_name(id: ClientId, new: &str) -> Result<(), NickError> {
+    validate_name(new).map_err(|e| NickError::Invalid(e.to_string()))?;
+    if is_guest_name(new) && !new.eq_ignore_ascii_case(&guest_name(id.0)) {
+        return Err(NickError::Invalid(
+            "names that start with guest- are the server's".into(),
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -322,7 +356,7 @@ mod tests {
             max_clients: 3,
             max_per_ip: Some(2),
         };
-        reg.admit(peer.parse().unwrap(), limits, |id| {
+        reg.admit(peer.parse().unwrap(), limits, None, |id| {
             Conn::new(
                 id,
                 peer.parse().unwrap(),

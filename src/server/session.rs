@@ -206,7 +206,7 @@ impl Session {
 
     fn greet(&mut self) -> Result<(), End> {
         let conn = &self.client.conn;
-        conn.send_line(welcome_line(conn, &self.client.shared.epoch).as_bytes())?;
+        conn.send_line(welcome_line(conn, &self.client.shared.epoch.get()).as_bytes())?;
         if self.client.authed {
             self.join()
         } else {

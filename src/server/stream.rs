@@ -99,7 +99,7 @@ pub(crate) fn run(
         // Held from the welcome until the JOIN is handed over: a request
         // posted with the KEY the welcome shows waits until then.
         let mut client = stream.client.lock();
-        let started = greet(&conn, &shared.epoch, head, asked.as_ref())
+        let started = greet(&conn, &shared.epoch.get(), head, asked.as_ref())
             .and_then(|since| join(door, &mut client, request, since));
         drop(client);
         match started {

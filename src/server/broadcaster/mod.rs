@@ -41,6 +41,8 @@
 //! next batch.
 
 mod resume;
+#[cfg(feature = "redis")]
+mod room;
 
 use super::batch::Batch;
 use super::budget::Reservation;
@@ -134,6 +136,10 @@ struct Member {
     name: String,
     /// The SEQ of its `JOIN`: it is sent every event from there on.
     from_seq: u64,
+    /// A cluster node's member whose `LEAVE` is on its way through Redis,
+    /// with the `BYE` it gets once its `LEAVE` comes back (see `room`).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    leaving: Option<Option<Reason>>,
 }
 
 /// The channels the broadcaster reads.
@@ -141,6 +147,8 @@ pub(crate) struct Lanes {
     pub inbox: Receiver<Inbox>,
     pub payloads: Receiver<Payload>,
     pub departures: Receiver<ClientId>,
+    /// A cluster node's appender and stream reader (see `room`).
+    pub room: super::RoomLane,
     pub stop: Receiver<()>,
 }
 
@@ -153,6 +161,9 @@ pub(crate) struct Broadcaster {
     keys: SessionKeys,
     /// Encoded events not yet handed to the members.
     batch: Batch,
+    /// A cluster node's room: then this thread numbers nothing itself.
+    #[cfg(feature = "redis")]
+    room: Option<Arc<crate::server::cluster::Room>>,
 }
 
 impl Broadcaster {
@@ -166,6 +177,8 @@ impl Broadcaster {
             members: HashMap::new(),
             keys,
             batch: Batch::default(),
+            #[cfg(feature = "redis")]
+            room: None,
         }
     }
 
@@ -191,6 +204,10 @@ impl Broadcaster {
                     let Ok(id) = id else { break };
                     self.depart_member(id, true);
                 }
+                recv(self.lanes.room) -> event => {
+                    let Ok(event) = event else { break };
+                    self.heard(event);
+                }
                 recv(ticker) -> _ => self.periodic_tick(),
                 recv(self.lanes.stop) -> _ => {
                     // Every session has ended, so what is waiting now is
@@ -199,6 +216,8 @@ impl Broadcaster {
                         self.flush();
                     }
                     self.flush();
+                    #[cfg(feature = "redis")]
+                    self.leave_room_at_stop();
                     break;
                 }
             }
@@ -241,6 +260,10 @@ impl Broadcaster {
     }
 
     fn handle(&mut self, msg: Inbox) {
+        #[cfg(feature = "redis")]
+        if self.room.is_some() {
+            return self.propose(msg);
+        }
         match msg {
             Inbox::Join { conn, name, stream } => self.join(conn, name, stream),
             Inbox::Say { id, text } => {
@@ -302,6 +325,7 @@ impl Broadcaster {
             conn: Arc::clone(&conn),
             name,
             from_seq: seq,
+            leaving: None,
         };
         self.members.insert(conn.id, member);
         if let Some(start) = stream {
@@ -317,6 +341,10 @@ impl Broadcaster {
             reservation,
             published,
         } = payload;
+        #[cfg(feature = "redis")]
+        if self.room.is_some() {
+            return self.propose_payload(id, bytes, (reservation, published));
+        }
         // A member dropped meanwhile is not healthy: its payload goes with it.
         let Some(name) = self.members.get(&id).map(|m| m.name.clone()) else {
             return;
@@ -358,7 +386,7 @@ impl Broadcaster {
 
     fn periodic_tick(&mut self) {
         let info = TickInfo {
-            clients: self.members.len(),
+            clients: self.room_size(),
             seq: self.history.newest() + 1,
         };
         let text = match &self.shared.config.tick_text {
@@ -370,7 +398,26 @@ impl Broadcaster {
             .chars()
             .map(|c| if c.is_control() && c != '\t' { ' ' } else { c })
             .collect();
+        #[cfg(feature = "redis")]
+        if self.room.is_some() {
+            return self.propose_tick(&text, true);
+        }
         self.notify(&text);
+    }
+
+    /// How many clients the room has (on a cluster node: on every node).
+    fn room_size(&self) -> usize {
+        #[cfg(feature = "redis")]
+        if let Some(room) = &self.room {
+            return room.roster.lock().len();
+        }
+        self.members.len()
+    }
+
+    /// What a cluster node's room threads tell (nothing, alone).
+    #[cfg(not(feature = "redis"))]
+    fn heard(&mut self, event: std::convert::Infallible) {
+        match event {}
     }
 
     fn announce_rename(&mut self, id: ClientId, new: String) {
@@ -411,7 +458,7 @@ impl Broadcaster {
         // At shutdown there is no `LEAVE`: it gets everything so far.
         let until = leave_seq.unwrap_or(self.history.newest() + 1);
         let wire = member.conn.wire;
-        let epoch = &self.shared.epoch;
+        let epoch = &*self.shared.epoch.get();
         let owed = self.batch.between(member.from_seq, until);
         let mut chunks: Vec<Bytes> = owed.iter().map(|e| wire.broadcast(e, epoch)).collect();
         chunks.push(wire.bye(bye));
@@ -422,6 +469,11 @@ impl Broadcaster {
     /// connection was closed for (its key is remembered if asked).
     /// Returns the member and the SEQ of its `LEAVE` (none at shutdown).
     fn depart_member(&mut self, id: ClientId, remember_key: bool) -> Option<(Member, Option<u64>)> {
+        #[cfg(feature = "redis")]
+        if self.room.is_some() {
+            self.leave_room(id, None);
+            return None;
+        }
         let member = self.members.remove(&id)?;
         let reason = member.conn.reason().unwrap_or(Reason::Error);
         if self.shared.is_stopping() {
@@ -467,7 +519,7 @@ impl Broadcaster {
         self.shared.history.set(&self.history);
         // Counted once per batch, not once per client, and before anything
         // is written: whoever sees an event finds it counted.
-        let epoch = &self.shared.epoch;
+        let epoch = &*self.shared.epoch.get();
         let events_for = |m: &Member| batch.since_in(m.conn.wire, m.from_seq, epoch);
         let deliveries: usize = self.members.values().map(|m| events_for(m).len()).sum();
         self.shared.counters.count_deliveries(deliveries as u64);

@@ -18,6 +18,11 @@ impl Broadcaster {
             Some(key) => self.use_key(conn, &key)?,
             None => None,
         };
+        Ok(self.replay(after, nick_taken))
+    }
+
+    /// The events after `after` that the history holds.
+    pub(super) fn replay(&self, after: u64, nick_taken: Option<String>) -> Replay {
         let oldest = self.history.oldest();
         let gap = (after + 1 < oldest).then_some(oldest);
         let events: Vec<Bytes> = self.history.after(after).map(|(_, e)| e.clone()).collect();
@@ -27,12 +32,12 @@ impl Broadcaster {
             self.history.newest()
         };
         self.shared.counters.count_resume(gap.is_some());
-        Ok(Replay {
+        Replay {
             nick_taken,
             gap,
             events,
             last,
-        })
+        }
     }
 
     /// A replay can start after any SEQ up to the newest event.
@@ -90,13 +95,13 @@ impl Broadcaster {
     /// live events newer than them. At most half of `--max-pending` is
     /// replayed (the newest events): what does not fit is reported as a
     /// gap, like events the history no longer holds.
-    fn replay_for_stream(&mut self, conn: &Conn, after: u64) -> Vec<Bytes> {
+    pub(super) fn replay_for_stream(&mut self, conn: &Conn, after: u64) -> Vec<Bytes> {
         if let Err((code, text)) = self.check_resume_point(after) {
             let line = ServerLine::Err { code, text: &text }.to_line();
             return vec![conn.wire.replies(line.as_bytes())];
         }
         let newest = self.history.newest();
-        let epoch = &self.shared.epoch;
+        let epoch = &*self.shared.epoch.get();
         let mut events: VecDeque<(u64, Bytes)> = VecDeque::new();
         let mut bytes = 0;
         for (seq, event) in self.history.after(after).rev() {
