@@ -56,6 +56,7 @@
 //! | reading while watching the clock (idle and line timeouts, keepalive) | `silence.rs` |
 //! | the client library | [`client`] |
 //! | … a link's thread: connect, serve, back off, again | `client/link.rs` |
+//! | … several server addresses: which one a link tries next | `client/route.rs` |
 //! | … one connection: greeting, handshake plan, reading, replies | `client/connection.rs`, `client/handshake.rs` |
 //! | … the state the links share, with a glossary | `client/shared.rs` |
 //! | … one ordered stream out of replays and two connections | `client/merge.rs` |

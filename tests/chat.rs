@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use support::proxy::Proxy;
 use support::{WAIT, config, joined, named, start};
 
@@ -20,9 +20,14 @@ struct Chat {
 
 impl Chat {
     fn start(addr: SocketAddr, args: &[&str]) -> Chat {
+        Chat::start_at(&[addr.to_string()], args)
+    }
+
+    /// `tickcast chat ADDR… ARGS…`.
+    fn start_at(addrs: &[String], args: &[&str]) -> Chat {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tickcast"))
             .arg("chat")
-            .arg(addr.to_string())
+            .args(addrs)
             .args(args)
             .env_remove("TICKCAST_TOKEN")
             .stdin(Stdio::piped())
@@ -169,6 +174,49 @@ fn wait_for(chat: &Chat, lines: &mut Vec<String>, done: impl Fn(&[String]) -> bo
             Err(_) => panic!("stuck; so far: {lines:#?}"),
         }
     }
+}
+
+/// A loopback address nobody listens on: connecting is refused at once.
+fn dead_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[test]
+fn given_several_addresses_it_joins_the_first_that_answers() {
+    let server = start(config());
+    // `:PORT` works for any of the addresses.
+    let live = format!(":{}", server.local_addr().port());
+    let chat = Chat::start_at(&[dead_addr(), live], &["--name", "alice"]);
+    let mut lines = Vec::new();
+    wait_for(&chat, &mut lines, |l| {
+        l.iter().any(|l| l.ends_with("* connected as alice"))
+    });
+    assert_eq!(server.clients()[0].name, "alice");
+    let (rest, status) = chat.finish();
+    assert!(status.success());
+    lines.extend(rest);
+    // The dead address is not an outage: nothing was lost.
+    assert!(!lines.iter().any(|l| l.contains("lost")), "{lines:#?}");
+}
+
+#[test]
+fn redundant_links_go_to_the_first_two_addresses_that_answer() {
+    let a = start(config());
+    let b = start(config());
+    let addrs = [
+        dead_addr(),
+        a.local_addr().to_string(),
+        b.local_addr().to_string(),
+    ];
+    let chat = Chat::start_at(&addrs, &["--raw", "--redundant"]);
+    let started = Instant::now();
+    while a.clients().len() != 1 || b.clients().len() != 1 {
+        assert!(started.elapsed() < WAIT, "not one link on each server");
+        thread::sleep(Duration::from_millis(10)); // polling the servers
+    }
+    let (_, status) = chat.finish();
+    assert!(status.success());
 }
 
 #[test]

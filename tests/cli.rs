@@ -334,6 +334,24 @@ fn errors_say_what_would_be_right() {
 }
 
 #[test]
+fn chat_takes_several_addresses_and_names_them_when_none_answers() {
+    let (ok, help) = run(&["chat", "--help"], &[]);
+    assert!(ok);
+    assert!(help.contains("[<addr...>]"), "{help}");
+    // Two loopback ports nobody listens on.
+    let dead: Vec<String> = (0..2)
+        .map(|_| {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.local_addr().unwrap().to_string()
+        })
+        .collect();
+    let (ok, text) = run(&["chat", &dead[0], &dead[1]], &[]);
+    assert!(!ok);
+    let expected = format!("cannot join {} or {}: ", dead[0], dead[1]);
+    assert!(text.contains(&expected), "{text}");
+}
+
+#[test]
 fn version_prints_the_package_version() {
     for flag in ["--version", "-V"] {
         let (ok, text) = run(&[flag], &[]);

@@ -597,8 +597,9 @@ fn connect_errors_are_reported() {
 
 #[test]
 fn a_redundant_client_delivers_its_own_join_however_its_links_race() {
-    // Both links connect at once; whichever the client hears from first,
-    // the stream must not start past the first link's own JOIN.
+    // The second link connects as soon as the first is ready, maybe
+    // before the first link's own JOIN has been read; whichever the client
+    // hears from first, the stream must not start past that JOIN.
     let server = start(config());
     for _ in 0..100 {
         let client = Client::with_config(

@@ -45,17 +45,21 @@ use tickcast::protocol::{Command, ErrorCode, Reason, SERVER_SENDER};
     name = "chat",
     example = "tickcast chat --name alice",
     example = "tickcast chat localhost:7878 --no-ticks",
+    example = "tickcast chat --redundant 10.0.0.1:7878 10.0.0.2:7878",
     example = "printf 'hello\\n/list\\n' | tickcast chat --raw",
     note = "Type to say something to everyone; /help lists the commands (/nick, /list, \
             /msg NAME TEXT, /send FILE, /ticks on|off, /ping, /quit). The client \
             reconnects by itself and resumes where it left off, saying so if anything \
-            was lost. Options take their value after a space: `--name alice`."
+            was lost. Given several addresses (the nodes of one room), it connects to \
+            the first that answers and, when that connection is lost, to the next; \
+            with --redundant its two connections go to the first two that answer. \
+            Options take their value after a space: `--name alice`."
 )]
 pub struct ChatArgs {
-    /// server address, like 127.0.0.1:7878, localhost:7878 or :7878
-    /// [127.0.0.1:7878]
-    #[argh(positional, default = "String::from(\"127.0.0.1:7878\")")]
-    addr: String,
+    /// server addresses, like 127.0.0.1:7878, localhost:7878 or :7878;
+    /// several are tried in turn [127.0.0.1:7878]
+    #[argh(positional, arg_name = "addr")]
+    addrs: Vec<String>,
 
     /// name to take (and take back after every reconnect)
     #[argh(option)]
@@ -65,7 +69,8 @@ pub struct ChatArgs {
     #[argh(option)]
     token: Option<String>,
 
-    /// keep two connections, so that losing one loses nothing
+    /// keep two connections (on two servers, given several addresses), so
+    /// that losing one loses nothing
     #[argh(switch)]
     redundant: bool,
 
@@ -93,12 +98,8 @@ pub fn run(args: ChatArgs) -> Result<(), Box<dyn Error>> {
         redundant: args.redundant,
         ..ClientConfig::default()
     };
-    // `:PORT` is this machine, as for `serve --bind`.
-    let addr = match args.addr.strip_prefix(':') {
-        Some(port) => format!("127.0.0.1:{port}"),
-        None => args.addr,
-    };
-    let client = Client::with_config(addr.as_str(), config).map_err(|e| {
+    let addrs = addresses(args.addrs);
+    let client = Client::with_config_any(&addrs, config).map_err(|e| {
         let hint = match e {
             ClientError::Connect(_) => {
                 " (is the server running there? an address looks like 127.0.0.1:7878 or \
@@ -106,7 +107,7 @@ pub fn run(args: ChatArgs) -> Result<(), Box<dyn Error>> {
             }
             _ => "",
         };
-        format!("cannot join {addr}: {}{hint}", in_words(&e))
+        format!("cannot join {}: {}{hint}", addrs.join(" or "), in_words(&e))
     })?;
 
     let human = !args.raw;
@@ -166,6 +167,21 @@ pub fn run(args: ChatArgs) -> Result<(), Box<dyn Error>> {
         Closed::AuthFailed => Err("the server refused the token".into()),
         Closed::GaveUp => Err("gave up reconnecting".into()),
     }
+}
+
+/// The addresses to try, in order: `:PORT` is this machine, as for
+/// `serve --bind`; none given is the default port here.
+fn addresses(given: Vec<String>) -> Vec<String> {
+    if given.is_empty() {
+        return vec!["127.0.0.1:7878".into()];
+    }
+    given
+        .into_iter()
+        .map(|addr| match addr.strip_prefix(':') {
+            Some(port) => format!("127.0.0.1:{port}"),
+            None => addr,
+        })
+        .collect()
 }
 
 /// Reads stdin line by line on its own thread (stdin blocks, and cannot

@@ -10,6 +10,10 @@ use std::time::Duration;
 /// `1 - jitter` and 1 so that many clients cut off at once do not all come
 /// back at the same instant. A connection that gets all the way through
 /// its handshake resets the count.
+///
+/// With several server addresses, one attempt is one *round*: every
+/// address once, one right after the other, with no wait in between (see
+/// the [module docs](super#several-addresses)).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reconnect {
     /// Whether to reconnect at all.
@@ -22,7 +26,8 @@ pub struct Reconnect {
     pub multiplier: f64,
     /// Share of the wait that is random, from 0 (none) to 1 (default: 0.5).
     pub jitter: f64,
-    /// Give up after this many failed attempts in a row (default: never).
+    /// Give up after this many failed attempts (rounds) in a row
+    /// (default: never).
     pub max_attempts: Option<u32>,
 }
 
@@ -86,12 +91,14 @@ pub struct ClientConfig {
     /// What to do when a connection is lost.
     pub reconnect: Reconnect,
     /// Keep two connections; the event stream merges them, so losing
-    /// either loses nothing (default: false).
+    /// either loses nothing (default: false). Given several addresses,
+    /// the two are on two different ones whenever two answer.
     pub redundant: bool,
     /// How long [`Client::list`](super::Client::list) and the other
     /// request calls wait for their answer (default: 5 s).
     pub request_timeout: Duration,
-    /// How long one connection attempt may take (default: 5 s).
+    /// How long one TCP connect may take (default: 5 s). A round over
+    /// several addresses may spend this on each one that does not answer.
     pub connect_timeout: Duration,
     /// How long one write to the server may block (default: 5 s).
     pub write_timeout: Duration,

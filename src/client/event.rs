@@ -192,14 +192,17 @@ pub enum Event {
         /// Its name now.
         name: String,
     },
-    /// A connection was lost. The client reconnects unless it was closed.
+    /// A connection was lost, or a reconnect attempt failed (with several
+    /// addresses: a whole round; `cause` is the last address's). The
+    /// client reconnects unless it was closed.
     Disconnected {
         /// Which connection.
         link: usize,
         /// What happened, in words.
         cause: String,
     },
-    /// The client waits `delay`, then makes attempt number `attempt`.
+    /// The client waits `delay`, then makes attempt number `attempt` (with
+    /// several addresses, a round of them, starting with the next one).
     Reconnecting {
         /// Which connection.
         link: usize,

@@ -1,5 +1,5 @@
-//! A link's thread: connect, serve one connection, and reconnect, until
-//! the client stops. Serving one connection is `connection`'s job; the
+//! A link's thread: connect (to the next server address that answers),
+//! serve one connection, and reconnect, until the client stops. Serving one connection is `connection`'s job; the
 //! state the links share is in `shared`, whose glossary names the words
 //! used here (link, holder, ready; lost, close, finish, stop).
 //!
@@ -29,13 +29,23 @@
 //! closes the old connection (`BYE replaced`) and renames the survivor.
 //! The lost link comes back as the non-holder, under a guest name.
 //!
+//! # Which address
+//!
+//! With several server addresses, a link goes *round* them (see `route`):
+//! each address once, with no wait in between, until one gives a ready
+//! connection. The first round starts at the first address; a round after
+//! a lost connection starts at the next one. The backoff waits between
+//! rounds, and a round counts as one attempt.
+//!
 //! # How a connection ends
 //!
-//! Every connection ends in one [`End`]: **lost** (the link backs off and
-//! reconnects) or **stop** (the client stops for good: `/quit`, a refused
-//! token). A first connection that is lost before it is ready makes
-//! `Client::connect` fail instead: reconnecting is for connections that
-//! were up.
+//! Every connection ends in one [`End`]: **lost** (the link moves on) or
+//! **stop** (the client stops for good: `/quit`, a refused token). A
+//! connection lost before it was ready is one failed address of its
+//! round: the round goes on to the next. One lost after it was ready ends
+//! the round: the link backs off, then goes round again. If the client's
+//! very first round fails, `Client::connect` fails instead: reconnecting
+//! is for connections that were up.
 
 use super::connection::Connection;
 use super::error::ClientError;
@@ -44,7 +54,7 @@ use super::shared::Shared;
 use crate::protocol::Reason;
 use crossbeam_channel::RecvTimeoutError;
 use std::io;
-use std::net::TcpStream;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -61,39 +71,65 @@ pub(super) enum End {
     Stop(Closed),
 }
 
-/// A link's thread: connect, serve, and reconnect until the client stops
-/// or gives up. `first` is the connection `Client::connect` already made.
-pub(crate) fn run(shared: Arc<Shared>, link: usize, mut first: Option<TcpStream>) {
-    let mut attempt: u32 = 0;
-    while !shared.is_stopping() {
-        // The connection `Client::connect` made: if it fails before it
-        // is ready, `connect` reports the failure instead of retrying.
-        let initial = first.is_some();
-        let end = match first.take().map_or_else(|| shared.dial(), Ok) {
-            Ok(stream) => Connection::serve(&shared, link, stream),
-            Err(e) => End::Lost {
-                cause: format!("cannot connect: {e}"),
-                ready: false,
-                bye: None,
-            },
-        };
-        // Whatever happened, the merge need not wait for this link.
-        shared.link_lost(link);
-        match end {
-            End::Stop(why) => return shared.stop(why),
-            End::Lost { cause, ready, bye } => {
-                if ready {
-                    attempt = 0;
-                }
-                if shared.is_stopping() {
-                    return;
-                }
-                if initial && !ready {
-                    return refused(&shared, cause, bye);
-                }
-                shared.emit(Event::Disconnected { link, cause });
-            }
+/// How one round over the addresses ended.
+enum Round {
+    /// A ready connection was lost (why): back off, then go round again.
+    Lost(String),
+    /// No address gave a ready connection; the last failure.
+    Failed(Failure),
+    /// The client stops for good.
+    Stop(Closed),
+}
+
+/// Why one address of a round gave no ready connection.
+enum Failure {
+    /// The TCP connection could not be made.
+    Dial(SocketAddr, io::Error),
+    /// The connection was lost before it was ready.
+    Lost { cause: String, bye: Option<Reason> },
+}
+
+impl Failure {
+    /// In words, for `Event::Disconnected`.
+    fn cause(&self) -> String {
+        match self {
+            Failure::Dial(addr, e) => format!("cannot connect to {addr}: {e}"),
+            Failure::Lost { cause, .. } => cause.clone(),
         }
+    }
+
+    /// What `Client::connect` returns when its first round ends so.
+    fn into_error(self) -> ClientError {
+        match self {
+            Failure::Dial(_, e) => ClientError::Connect(e),
+            Failure::Lost {
+                bye: Some(reason), ..
+            } => ClientError::Refused(reason),
+            Failure::Lost { cause, bye: None } => ClientError::Connect(io::Error::other(cause)),
+        }
+    }
+}
+
+/// A link's thread: go round the addresses, serve, back off, and again,
+/// until the client stops or gives up. `first`: this is the link whose
+/// first round `Client::connect` waits for.
+pub(crate) fn run(shared: Arc<Shared>, link: usize, mut first: bool) {
+    let mut attempt: u32 = 0;
+    // The address this link was last on: the next round starts after it.
+    let mut after = None;
+    while !shared.is_stopping() {
+        let cause = match round(&shared, link, &mut after) {
+            Round::Stop(why) => return shared.stop(why),
+            _ if shared.is_stopping() => return,
+            Round::Failed(failure) if first => return refused(&shared, failure),
+            Round::Failed(failure) => failure.cause(),
+            Round::Lost(cause) => {
+                attempt = 0;
+                cause
+            }
+        };
+        first = false;
+        shared.emit(Event::Disconnected { link, cause });
         attempt = attempt.saturating_add(1);
         if !back_off(&shared, link, attempt) {
             return;
@@ -101,14 +137,55 @@ pub(crate) fn run(shared: Arc<Shared>, link: usize, mut first: Option<TcpStream>
     }
 }
 
-/// The first connection was lost before it was ready: `Client::connect`
-/// fails with why, and the client stops.
-fn refused(shared: &Shared, cause: String, bye: Option<Reason>) {
-    let error = match bye {
-        Some(reason) => ClientError::Refused(reason),
-        None => ClientError::Connect(io::Error::other(cause)),
+/// One round: each address once, in the route's order, one after the
+/// other, until one gives a connection that gets through its handshake
+/// (and is then served until it is lost).
+fn round(shared: &Arc<Shared>, link: usize, after: &mut Option<usize>) -> Round {
+    let mut failure = Failure::Lost {
+        cause: "no address to connect to".into(),
+        bye: None,
     };
-    shared.fail_first(error);
+    for index in shared.route.round(link, *after) {
+        if shared.is_stopping() {
+            break;
+        }
+        *after = Some(index);
+        match attempt(shared, link, index) {
+            Ok(End::Stop(why)) => return Round::Stop(why),
+            Ok(End::Lost {
+                cause, ready: true, ..
+            }) => return Round::Lost(cause),
+            Ok(End::Lost {
+                cause,
+                bye,
+                ready: false,
+            }) => failure = Failure::Lost { cause, bye },
+            Err(f) => failure = f,
+        }
+    }
+    Round::Failed(failure)
+}
+
+/// Connects to address number `index` and serves the connection to its
+/// end. Meanwhile the route says this link is there, so that the other
+/// link goes elsewhere.
+fn attempt(shared: &Arc<Shared>, link: usize, index: usize) -> Result<End, Failure> {
+    shared.route.set(link, Some(index));
+    let end = match shared.dial(index) {
+        Ok(stream) => Ok(Connection::serve(shared, link, stream)),
+        Err(e) => Err(Failure::Dial(shared.route.addr(index), e)),
+    };
+    shared.route.set(link, None);
+    // Whatever happened, the merge need not wait for this link.
+    shared.link_lost(link);
+    end
+}
+
+/// The client's first round found no address that would have it:
+/// `Client::connect` fails with the last address's failure, and the
+/// client stops.
+fn refused(shared: &Shared, failure: Failure) {
+    shared.fail_first(failure.into_error());
     shared.stop(Closed::GaveUp);
 }
 

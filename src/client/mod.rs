@@ -79,6 +79,54 @@
 //! is the one lost, the other takes the name over with the lost
 //! connection's key. (The second connection shows in `/list` under a
 //! guest name.)
+//!
+//! # Several addresses
+//!
+//! [`Client::connect_any`] and [`Client::with_config_any`] take a list of
+//! server addresses: the nodes of one room (several `tickcast serve
+//! --redis` sharing one Redis; `docs/CLUSTER.md` in the repository), so
+//! that losing a node loses nothing.
+//!
+//! ```
+//! # let node = || tickcast::server::spawn_on(
+//! #     std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+//! #     tickcast::server::Config { tick: None, ..Default::default() },
+//! # ).unwrap();
+//! # let (node_a, node_b) = (node(), node());
+//! # let (a, b) = (node_a.local_addr(), node_b.local_addr());
+//! # drop(node_a); // nobody answers at `a`
+//! use tickcast::client::Client;
+//! // `a` and `b`: two nodes, e.g. "10.0.0.1:7878" and "10.0.0.2:7878".
+//! let client = Client::connect_any([a, b])?;
+//! assert_eq!(client.peer_addr(), Some(b)); // `a` did not answer
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! * The client connects to the first address that answers, trying them
+//!   in order, one right after the other: a dead first address costs one
+//!   refused connect (at most [`ClientConfig::connect_timeout`] if it
+//!   does not answer at all), never a backoff delay. A server that turns
+//!   the connection away before it is ready (`BYE unavailable`,
+//!   `BYE server-full`) counts as not answering.
+//! * On a lost connection it reconnects to the *next* address (wrapping
+//!   round), with the same backoff, `/auth`, `/resume LAST KEY` and name
+//!   as with one address. It goes round in *rounds*: every address once,
+//!   from the next one to the one just lost. The backoff waits between
+//!   rounds, and one round is one attempt ([`Reconnect::max_attempts`]
+//!   counts rounds).
+//! * Redundant, the two links go to two different addresses: the first
+//!   two that answer. When one link's node dies, that link reconnects to
+//!   an address the other link is not on, if one answers; if none does,
+//!   it shares the other's node (and stays there until that connection is
+//!   lost). With one address, both links share it.
+//! * Host names are resolved once, when the client is made; a name with
+//!   several addresses counts as several, and repeats count once.
+//!   [`Client::peer_addr`] says where the commands go now.
+//!
+//! The addresses must serve one room. Two independent servers are two
+//! rooms, with two EPOCHs: moving from one to the other is a restart
+//! ([`Gap::Restarted`]), and a redundant client spread over both follows
+//! only one of them.
 
 mod config;
 mod connection;
@@ -91,6 +139,7 @@ mod link;
 #[doc(hidden)]
 pub mod merge;
 mod requests;
+mod route;
 mod shared;
 
 pub use config::{ClientConfig, Reconnect};
@@ -98,7 +147,7 @@ pub use error::ClientError;
 pub use event::{Closed, Event, Gap};
 
 use crate::protocol::{Command, validate_name, validate_text};
-use crossbeam_channel::{Receiver, RecvTimeoutError, bounded, unbounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded, unbounded};
 use parking_lot::Mutex;
 use requests::{NickMode, Pending};
 use shared::Shared;
@@ -119,69 +168,109 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects with the default settings.
+    /// Connects to one server with the default settings. `addr` may
+    /// resolve to several addresses (a host name): they are tried as
+    /// [`Client::connect_any`] tries its list.
     pub fn connect(addr: impl ToSocketAddrs) -> Result<Client, ClientError> {
         Client::with_config(addr, ClientConfig::default())
     }
 
-    /// Connects, authenticates and takes the configured name; returns once
-    /// the first connection is ready. The first connection is tried once:
-    /// if it fails, this returns the error (reconnecting is for
-    /// connections that were up).
+    /// Connects to the first of several servers that answers (the nodes
+    /// of one room), with the default settings. See
+    /// [`Client::with_config_any`].
+    pub fn connect_any(
+        addrs: impl IntoIterator<Item = impl ToSocketAddrs>,
+    ) -> Result<Client, ClientError> {
+        Client::with_config_any(addrs, ClientConfig::default())
+    }
+
+    /// Connects to one server, authenticates and takes the configured
+    /// name; returns once the first connection is ready. The same as
+    /// [`Client::with_config_any`] with a list of one.
     pub fn with_config(
         addr: impl ToSocketAddrs,
+        config: ClientConfig,
+    ) -> Result<Client, ClientError> {
+        Client::with_config_any([addr], config)
+    }
+
+    /// Connects to the first of `addrs` that answers, authenticates and
+    /// takes the configured name; returns once that connection is ready.
+    /// On a lost connection the client moves on to the next address
+    /// (wrapping round); see the [module docs](self#several-addresses).
+    ///
+    /// The first round is tried once: if no address gives a connection,
+    /// this returns the last address's error (reconnecting is for
+    /// connections that were up). A host name that does not resolve is
+    /// an error at once; names are resolved here, once.
+    ///
+    /// ```
+    /// use tickcast::client::{Client, ClientConfig};
+    /// # let node = || tickcast::server::spawn_on(
+    /// #     std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    /// #     tickcast::server::Config { tick: None, ..Default::default() },
+    /// # ).unwrap();
+    /// # let (node_a, node_b) = (node(), node());
+    /// # let (a, b) = (node_a.local_addr().to_string(), node_b.local_addr().to_string());
+    /// // `a` and `b` are two nodes of one room, e.g. "10.0.0.1:7878".
+    /// let screen = Client::with_config_any([a.as_str(), b.as_str()], ClientConfig {
+    ///     name: Some("screen-3".into()),
+    ///     redundant: true, // one link on each node
+    ///     ..ClientConfig::default()
+    /// })?;
+    /// screen.say("online")?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn with_config_any(
+        addrs: impl IntoIterator<Item = impl ToSocketAddrs>,
         config: ClientConfig,
     ) -> Result<Client, ClientError> {
         if let Some(name) = &config.name {
             validate_name(name).map_err(ClientError::InvalidName)?;
         }
-        let addrs: Vec<SocketAddr> = addr
-            .to_socket_addrs()
-            .map_err(ClientError::Connect)?
-            .collect();
-        let wait = config.connect_timeout + config.request_timeout;
+        let addrs = route::resolve(addrs).map_err(ClientError::Connect)?;
+        // A round may try every address before one answers.
+        let tries = u32::try_from(addrs.len()).unwrap_or(u32::MAX);
+        let wait = config.connect_timeout.saturating_mul(tries) + config.request_timeout;
         let (events_tx, events) = unbounded();
         let (first_tx, first) = bounded(1);
         let shared = Arc::new(Shared::new(config, addrs, events_tx, first_tx));
-        let stream = shared.dial().map_err(ClientError::Connect)?;
-
-        let (done_tx, finished) = bounded::<()>(0);
-        let mut threads = Vec::new();
-        let mut stream = Some(stream);
-        for link in 0..shared.link_count() {
-            let link_shared = Arc::clone(&shared);
-            let initial = stream.take();
-            let done = done_tx.clone();
-            let spawned = thread::Builder::new()
-                .name(format!("tickcast-client-link-{link}"))
-                .spawn(move || {
-                    link::run(link_shared, link, initial);
-                    drop(done);
-                });
-            match spawned {
-                Ok(handle) => threads.push(handle),
-                Err(e) => {
-                    // No thread may outlive this call: stop and join the
-                    // link already started.
-                    shared.stop(Closed::GaveUp);
-                    for handle in threads {
-                        let _ = handle.join();
-                    }
-                    return Err(ClientError::Connect(e));
-                }
-            }
-        }
+        let (done, finished) = bounded::<()>(0);
+        // Dropped on an early return, the client stops and joins what
+        // was started: no thread outlives a failed connect.
         let client = Client {
             shared,
             events,
-            threads: Mutex::new(threads),
+            threads: Mutex::new(Vec::new()),
             finished,
         };
+        // The first link alone, to the first address that answers; the
+        // second starts once it is ready, and so goes elsewhere (`route`).
+        client.spawn_link(0, &done)?;
         match first.recv_timeout(wait) {
-            Ok(Ok(())) => Ok(client),
-            Ok(Err(e)) => Err(e),
-            Err(_) => Err(ClientError::Timeout),
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(ClientError::Timeout),
         }
+        for link in 1..client.shared.link_count() {
+            client.spawn_link(link, &done)?;
+        }
+        Ok(client)
+    }
+
+    /// Starts the thread of `link`; `done` is dropped when it ends.
+    fn spawn_link(&self, link: usize, done: &Sender<()>) -> Result<(), ClientError> {
+        let shared = Arc::clone(&self.shared);
+        let done = done.clone();
+        let handle = thread::Builder::new()
+            .name(format!("tickcast-client-link-{link}"))
+            .spawn(move || {
+                link::run(shared, link, link == 0);
+                drop(done);
+            })
+            .map_err(ClientError::Connect)?;
+        self.threads.lock().push(handle);
+        Ok(())
     }
 
     /// The event channel. Read it: events queue without bound until you do.
@@ -334,6 +423,13 @@ impl Client {
         self.shared.name()
     }
 
+    /// The address of the server the commands go to (the name holder's
+    /// connection); `None` while no connection is up. With several
+    /// addresses, this says which node the client is on now.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.shared.peer_addr()
+    }
+
     /// Whether a connection is up and through its handshake.
     pub fn is_connected(&self) -> bool {
         self.shared.is_ready()
@@ -388,7 +484,7 @@ pub fn decode_json<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<T, 
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("addrs", &self.shared.addrs)
+            .field("addrs", &self.shared.route.addrs())
             .field("name", &self.name())
             .finish_non_exhaustive()
     }

@@ -15,6 +15,8 @@
 //!   the merge, the wanted name, who holds it, each link's state.
 //! * **out**: a link's writing half: its socket and the queue of commands
 //!   waiting for replies (see `requests`).
+//! * **route**: the server addresses, and which one each link is on (see
+//!   `route`).
 //!
 //! Ending, in the words the server uses too (`server::conn`, "Ending"):
 //!
@@ -42,6 +44,7 @@ use super::event::{Closed, Event};
 use super::handshake::Seat;
 use super::merge::Merge;
 use super::requests::{self, Pending};
+use super::route::Route;
 use crate::protocol::Command;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
@@ -53,7 +56,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 /// What every thread of one client shares.
 pub(crate) struct Shared {
     pub config: ClientConfig,
-    pub addrs: Vec<SocketAddr>,
+    /// The server addresses, and which one each link is on.
+    pub route: Route,
     events: Sender<Event>,
     pub(super) core: Mutex<Core>,
     /// Each link's `out`, `None` while it has no connection.
@@ -178,7 +182,7 @@ impl Shared {
         let name = config.name.clone();
         Shared {
             config,
-            addrs,
+            route: Route::new(addrs, n),
             events,
             core: Mutex::new(Core {
                 merge: Merge::new(n),
@@ -313,6 +317,12 @@ impl Shared {
             .ok_or(ClientError::NotConnected)
     }
 
+    /// The server address of the primary connection.
+    pub(crate) fn peer_addr(&self) -> Option<SocketAddr> {
+        let link = self.primary().ok()?;
+        self.route.addr_of(link)
+    }
+
     /// The name of the primary connection.
     pub(crate) fn name(&self) -> Option<String> {
         let core = self.core.lock();
@@ -367,15 +377,8 @@ impl Shared {
         }
     }
 
-    /// Opens a TCP connection to the server.
-    pub(crate) fn dial(&self) -> io::Result<TcpStream> {
-        let mut last = io::Error::new(ErrorKind::InvalidInput, "no address to connect to");
-        for addr in &self.addrs {
-            match TcpStream::connect_timeout(addr, self.config.connect_timeout) {
-                Ok(stream) => return Ok(stream),
-                Err(e) => last = e,
-            }
-        }
-        Err(last)
+    /// Opens a TCP connection to address number `index`.
+    pub(crate) fn dial(&self, index: usize) -> io::Result<TcpStream> {
+        TcpStream::connect_timeout(&self.route.addr(index), self.config.connect_timeout)
     }
 }
