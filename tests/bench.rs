@@ -156,9 +156,10 @@ enum Fault {
     Swap,
 }
 
-/// A tiny tickcast look-alike that gets one thing wrong: every line a
-/// client says is broadcast as `MSG SEQ guest-ID TEXT`, except as `fault`
-/// says. The publisher connects first (guest-1), the subscribers after.
+/// A tiny tickcast look-alike that gets one thing wrong: every client's
+/// `JOIN SEQ guest-ID` goes to everyone, and every line a client says is
+/// broadcast as `MSG SEQ guest-ID TEXT`, except as `fault` says. The
+/// publisher connects first (guest-1), the subscribers after.
 fn fake_server(fault: Fault) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -172,10 +173,17 @@ fn fake_server(fault: Fault) -> SocketAddr {
             if stream.write_all(welcome.as_bytes()).is_err() {
                 continue;
             }
-            clients
-                .lock()
-                .unwrap()
-                .push((id, stream.try_clone().unwrap()));
+            {
+                // The bench's subscribers wait for their own JOIN.
+                let mut seq = seq.lock().unwrap();
+                *seq += 1;
+                let join = format!("JOIN {} guest-{id}\n", *seq);
+                let mut clients = clients.lock().unwrap();
+                clients.push((id, stream.try_clone().unwrap()));
+                for (_, out) in clients.iter_mut() {
+                    let _ = out.write_all(join.as_bytes());
+                }
+            }
             let (clients, seq) = (Arc::clone(&clients), Arc::clone(&seq));
             thread::spawn(move || {
                 let mut held: Option<String> = None;
@@ -208,10 +216,12 @@ fn fake_server(fault: Fault) -> SocketAddr {
 
 #[test]
 fn the_checker_catches_a_server_that_loses_doubles_or_reorders() {
+    // Four JOINs (the publisher's and three subscribers') come first, so
+    // message N has SEQ N + 5: the victim gets 63 (message 58) after 61.
     for (fault, words) in [
         (Fault::Drop, "lost"),
         (Fault::Double, "twice"),
-        (Fault::Swap, "SEQ 59 after SEQ 57"),
+        (Fault::Swap, "SEQ 63 after SEQ 61"),
     ] {
         let addr = fake_server(fault).to_string();
         let out = bench(&[
@@ -238,13 +248,16 @@ fn the_checker_catches_a_server_that_loses_doubles_or_reorders() {
 
 #[test]
 fn a_silent_server_times_out_instead_of_hanging() {
-    // Accepts, greets, and then never relays anything.
+    // Accepts, greets (its WELCOME and its own JOIN), and then never
+    // relays anything.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     thread::spawn(move || {
         for (id, stream) in (1u64..).zip(listener.incoming()) {
             let Ok(mut stream) = stream else { return };
-            let welcome = format!("WELCOME {id} guest-{id} 2026-11-22T10:00:05.123Z 00 01 x\n");
+            let welcome = format!(
+                "WELCOME {id} guest-{id} 2026-11-22T10:00:05.123Z 00 01 x\nJOIN {id} guest-{id}\n"
+            );
             let _ = stream.write_all(welcome.as_bytes());
             thread::spawn(move || {
                 let mut sink = [0u8; 4096];

@@ -769,15 +769,16 @@ fn handshake(
         let mut at = 0;
         while let Parse::Frame(used, heard) = dialect.parse(&buf[at..]) {
             at += used;
-            match heard {
-                Heard::Ready(name) => {
-                    stream.set_read_timeout(None)?;
-                    let name = name.map(str::to_string);
-                    return Ok((name, buf[at..].to_vec()));
-                }
+            let name = match heard {
+                Heard::Ready => None,
+                // Unlike a subscriber it need not wait for its JOIN: its
+                // lines are read from its connection after it.
+                Heard::Welcome(name) => Some(name.to_string()),
                 Heard::Refused(why) => return Err(why.into()),
-                _ => {}
-            }
+                _ => continue,
+            };
+            stream.set_read_timeout(None)?;
+            return Ok((name, buf[at..].to_vec()));
         }
         buf.drain(..at);
         if buf.len() > 1 << 20 {
