@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 use support::WAIT;
+use support::proxy::Proxy;
 
 /// Runs `tickcast bench ARGS`, killing it if it outlives [`WAIT`].
 fn bench(args: &[&str]) -> Output {
@@ -143,6 +144,69 @@ fn a_running_server_at_target() {
     ]);
     let json = assert_all_delivered(&out, 2, 20);
     assert!(json["server_cpu_ns_per_delivery"].is_null(), "{json}");
+}
+
+#[test]
+fn subscribers_are_spread_over_several_targets() {
+    // Several --target are meant to be the nodes of one cluster: one room
+    // through Redis, the same SEQs on every node. Two servers in this
+    // process would be two rooms (the check would rightly fail), so the
+    // test names one server twice: still one room, and the bench still
+    // spreads its subscribers over two targets in turn.
+    let hub = support::start(tickcast::server::Config {
+        max_clients: 64,
+        ..support::config()
+    });
+    let addr = hub.local_addr().to_string();
+    let out = bench(&[
+        "--target",
+        &addr,
+        "--target",
+        &addr,
+        "--mode",
+        "rate",
+        "--rate",
+        "2000",
+        "--subscribers",
+        "5",
+        "--count",
+        "200",
+        "--json",
+    ]);
+    let json = assert_all_delivered(&out, 5, 200);
+    assert_eq!(json["targets"], serde_json::json!([addr, addr]), "{json}");
+    assert!(
+        json["server"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{addr}, {addr}")),
+        "{json}"
+    );
+
+    // Through two proxies to that server (two addresses, one room): the
+    // publisher and subscribers 0, 2, 4 connect through the first, 1 and 3
+    // through the second.
+    let (first, second) = (
+        Proxy::start(hub.local_addr()),
+        Proxy::start(hub.local_addr()),
+    );
+    let out = bench(&[
+        "--target",
+        &first.addr().to_string(),
+        "--target",
+        &second.addr().to_string(),
+        "--subscribers",
+        "5",
+        "--count",
+        "200",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(
+        table.contains("5 subscribers spread over 2 nodes"),
+        "{table}"
+    );
+    assert_eq!((first.forwarded(), second.forwarded()), (4, 2));
 }
 
 /// How a [`fake_server`] mistreats the second subscriber.
@@ -289,6 +353,14 @@ fn bad_arguments_are_refused() {
         &["--count", "5", "--duration", "1s"],
         &["--subscribers", "0"],
         &["--server-pid", "1"],
+        &[
+            "--peer",
+            "redis",
+            "--target",
+            "127.0.0.1:1",
+            "--target",
+            "127.0.0.1:2",
+        ],
     ] {
         let out = bench(args);
         assert!(!out.status.success(), "{args:?} was accepted");
