@@ -158,11 +158,18 @@ fn subscribers_are_spread_over_several_targets() {
         ..support::config()
     });
     let addr = hub.local_addr().to_string();
+    // Each node's process, and Redis's, would be a --server-pid: their
+    // CPU times are added. This test process stands in for both.
+    let pid = std::process::id().to_string();
     let out = bench(&[
         "--target",
         &addr,
         "--target",
         &addr,
+        "--server-pid",
+        &pid,
+        "--server-pid",
+        &pid,
         "--mode",
         "rate",
         "--rate",
@@ -182,6 +189,7 @@ fn subscribers_are_spread_over_several_targets() {
             .ends_with(&format!("{addr}, {addr}")),
         "{json}"
     );
+    assert!(json["server_cpu_s"].is_number(), "{json}");
 
     // Through two proxies to that server (two addresses, one room): the
     // publisher and subscribers 0, 2, 4 connect through the first, 1 and 3

@@ -108,9 +108,10 @@ pub struct BenchArgs {
     #[argh(option)]
     target: Vec<String>,
 
-    /// the process id of the --target server, to report its CPU time
+    /// the process id of the --target server, to report its CPU time;
+    /// repeat it to add up several processes (a cluster's nodes and Redis)
     #[argh(option)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
 
     /// the kind of server at --target: tickcast, nats or redis [tickcast]
     #[argh(option, default = "Peer::Tickcast")]
@@ -259,7 +260,7 @@ fn plan(args: &BenchArgs) -> Result<Plan, String> {
     if args.sse > 0 && !args.target.is_empty() {
         return Err("--sse needs the server in this process (no --target)".into());
     }
-    if args.server_pid.is_some() && args.target.is_empty() {
+    if !args.server_pid.is_empty() && args.target.is_empty() {
         return Err("--server-pid goes with --target".into());
     }
     if args.peer != Peer::Tickcast && args.target.len() > 1 {
@@ -339,9 +340,9 @@ fn measure(args: &BenchArgs, plan: &Plan) -> Result<Figures, Box<dyn Error>> {
                     .ok_or_else(|| format!("--target {target}: no address"))?;
                 tcp.push(addr);
             }
-            let which = match args.server_pid {
-                Some(pid) => cpu::ServerCpu::Pid(pid),
-                None => cpu::ServerCpu::Unknown,
+            let which = match args.server_pid.as_slice() {
+                [] => cpu::ServerCpu::Unknown,
+                pids => cpu::ServerCpu::Pids(pids.to_vec()),
             };
             let addrs: Vec<String> = tcp.iter().map(SocketAddr::to_string).collect();
             let server = format!("{} at {}", args.peer.name(), addrs.join(", "));
@@ -554,7 +555,7 @@ fn load(
 
     let setup = setup.elapsed();
     shared.measuring.store(true, Ordering::SeqCst);
-    let before = cpu::sample(server_cpu)?;
+    let before = cpu::sample(&server_cpu)?;
     let start = Instant::now();
     let for_publisher = Arc::clone(shared);
     let (payload, mode, rate, stop) = (plan.payload, plan.mode, plan.rate, plan.stop);
@@ -608,7 +609,7 @@ fn load(
         });
     }
     let elapsed = start.elapsed();
-    let after = cpu::sample(server_cpu)?;
+    let after = cpu::sample(&server_cpu)?;
     shared.measuring.store(false, Ordering::SeqCst);
     shared.stop.store(true, Ordering::SeqCst);
     let messages = match published {
@@ -902,9 +903,13 @@ fn table(args: &BenchArgs, plan: &Plan, f: &Figures) -> String {
         "server CPU/delivery",
         match (f.server_cpu, f.server_ticks) {
             (Some(cpu), Some(ticks)) => format!(
-                "{} ({:.2} s of CPU, {ticks} clock ticks{})",
+                "{} ({:.2} s of CPU{}, {ticks} clock ticks{})",
                 per_delivery(cpu, f.deliveries).map_or("-".into(), |ns| format!("{ns:.0} ns")),
                 cpu.as_secs_f64(),
+                match args.server_pid.len() {
+                    0 | 1 => String::new(),
+                    n => format!(" of {n} processes together"),
+                },
                 if ticks < 100 {
                     ": imprecise, run longer"
                 } else {
