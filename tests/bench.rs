@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Instant;
 use support::WAIT;
+use support::proxy::Proxy;
 
 /// Runs `tickcast bench ARGS`, killing it if it outlives [`WAIT`].
 fn bench(args: &[&str]) -> Output {
@@ -145,6 +146,77 @@ fn a_running_server_at_target() {
     assert!(json["server_cpu_ns_per_delivery"].is_null(), "{json}");
 }
 
+#[test]
+fn subscribers_are_spread_over_several_targets() {
+    // Several --target are meant to be the nodes of one cluster: one room
+    // through Redis, the same SEQs on every node. Two servers in this
+    // process would be two rooms (the check would rightly fail), so the
+    // test names one server twice: still one room, and the bench still
+    // spreads its subscribers over two targets in turn.
+    let hub = support::start(tickcast::server::Config {
+        max_clients: 64,
+        ..support::config()
+    });
+    let addr = hub.local_addr().to_string();
+    // Each node's process, and Redis's, would be a --server-pid: their
+    // CPU times are added. This test process stands in for both.
+    let pid = std::process::id().to_string();
+    let out = bench(&[
+        "--target",
+        &addr,
+        "--target",
+        &addr,
+        "--server-pid",
+        &pid,
+        "--server-pid",
+        &pid,
+        "--mode",
+        "rate",
+        "--rate",
+        "2000",
+        "--subscribers",
+        "5",
+        "--count",
+        "200",
+        "--json",
+    ]);
+    let json = assert_all_delivered(&out, 5, 200);
+    assert_eq!(json["targets"], serde_json::json!([addr, addr]), "{json}");
+    assert!(
+        json["server"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("{addr}, {addr}")),
+        "{json}"
+    );
+    assert!(json["server_cpu_s"].is_number(), "{json}");
+
+    // Through two proxies to that server (two addresses, one room): the
+    // publisher and subscribers 0, 2, 4 connect through the first, 1 and 3
+    // through the second.
+    let (first, second) = (
+        Proxy::start(hub.local_addr()),
+        Proxy::start(hub.local_addr()),
+    );
+    let out = bench(&[
+        "--target",
+        &first.addr().to_string(),
+        "--target",
+        &second.addr().to_string(),
+        "--subscribers",
+        "5",
+        "--count",
+        "200",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    assert!(
+        table.contains("5 subscribers spread over 2 nodes"),
+        "{table}"
+    );
+    assert_eq!((first.forwarded(), second.forwarded()), (4, 2));
+}
+
 /// How a [`fake_server`] mistreats the second subscriber.
 #[derive(Clone, Copy)]
 enum Fault {
@@ -156,9 +228,10 @@ enum Fault {
     Swap,
 }
 
-/// A tiny tickcast look-alike that gets one thing wrong: every line a
-/// client says is broadcast as `MSG SEQ guest-ID TEXT`, except as `fault`
-/// says. The publisher connects first (guest-1), the subscribers after.
+/// A tiny tickcast look-alike that gets one thing wrong: every client's
+/// `JOIN SEQ guest-ID` goes to everyone, and every line a client says is
+/// broadcast as `MSG SEQ guest-ID TEXT`, except as `fault` says. The
+/// publisher connects first (guest-1), the subscribers after.
 fn fake_server(fault: Fault) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
@@ -172,10 +245,17 @@ fn fake_server(fault: Fault) -> SocketAddr {
             if stream.write_all(welcome.as_bytes()).is_err() {
                 continue;
             }
-            clients
-                .lock()
-                .unwrap()
-                .push((id, stream.try_clone().unwrap()));
+            {
+                // The bench's subscribers wait for their own JOIN.
+                let mut seq = seq.lock().unwrap();
+                *seq += 1;
+                let join = format!("JOIN {} guest-{id}\n", *seq);
+                let mut clients = clients.lock().unwrap();
+                clients.push((id, stream.try_clone().unwrap()));
+                for (_, out) in clients.iter_mut() {
+                    let _ = out.write_all(join.as_bytes());
+                }
+            }
             let (clients, seq) = (Arc::clone(&clients), Arc::clone(&seq));
             thread::spawn(move || {
                 let mut held: Option<String> = None;
@@ -208,10 +288,12 @@ fn fake_server(fault: Fault) -> SocketAddr {
 
 #[test]
 fn the_checker_catches_a_server_that_loses_doubles_or_reorders() {
+    // Four JOINs (the publisher's and three subscribers') come first, so
+    // message N has SEQ N + 5: the victim gets 63 (message 58) after 61.
     for (fault, words) in [
         (Fault::Drop, "lost"),
         (Fault::Double, "twice"),
-        (Fault::Swap, "SEQ 59 after SEQ 57"),
+        (Fault::Swap, "SEQ 63 after SEQ 61"),
     ] {
         let addr = fake_server(fault).to_string();
         let out = bench(&[
@@ -238,13 +320,16 @@ fn the_checker_catches_a_server_that_loses_doubles_or_reorders() {
 
 #[test]
 fn a_silent_server_times_out_instead_of_hanging() {
-    // Accepts, greets, and then never relays anything.
+    // Accepts, greets (its WELCOME and its own JOIN), and then never
+    // relays anything.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     thread::spawn(move || {
         for (id, stream) in (1u64..).zip(listener.incoming()) {
             let Ok(mut stream) = stream else { return };
-            let welcome = format!("WELCOME {id} guest-{id} 2026-11-22T10:00:05.123Z 00 01 x\n");
+            let welcome = format!(
+                "WELCOME {id} guest-{id} 2026-11-22T10:00:05.123Z 00 01 x\nJOIN {id} guest-{id}\n"
+            );
             let _ = stream.write_all(welcome.as_bytes());
             thread::spawn(move || {
                 let mut sink = [0u8; 4096];
@@ -276,6 +361,14 @@ fn bad_arguments_are_refused() {
         &["--count", "5", "--duration", "1s"],
         &["--subscribers", "0"],
         &["--server-pid", "1"],
+        &[
+            "--peer",
+            "redis",
+            "--target",
+            "127.0.0.1:1",
+            "--target",
+            "127.0.0.1:2",
+        ],
     ] {
         let out = bench(args);
         assert!(!out.status.success(), "{args:?} was accepted");

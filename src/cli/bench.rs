@@ -11,7 +11,10 @@
 //! 1. Start a server in this process on `127.0.0.1:0` (unless `--target`
 //!    names one), connect the publisher, then the subscribers, and wait
 //!    until every subscriber is subscribed (`wire` says what that means
-//!    for each kind of server).
+//!    for each kind of server). `--target` may name several nodes of one
+//!    tickcast cluster (docs/CLUSTER.md): the publisher connects to the
+//!    first, and each subscriber to the next one in turn. The check is
+//!    the same, since every node gives every event the same SEQ.
 //! 2. Take the time and the CPU counters (`cpu`), and publish:
 //!    * `--mode throughput`: as fast as the slowest subscriber allows,
 //!      never more than `--window` messages ahead of it;
@@ -59,9 +62,12 @@ use wire::{Dialect, Heard, Parse, Peer};
     example = "tickcast bench --subscribers 1000 --duration 10s",
     example = "tickcast bench --mode rate --rate 10000 --subscribers 100 --json",
     example = "tickcast bench --target 127.0.0.1:7878 --server-pid $(pgrep -x tickcast)",
+    example = "tickcast bench --target 127.0.0.1:7801 --target 127.0.0.1:7802 --subscribers 200",
     example = "tickcast bench --peer nats --target 127.0.0.1:4222",
     note = "Without --target the bench starts its own server in this process, on \
-            127.0.0.1 with a free port, and measures that server's threads. Every \
+            127.0.0.1 with a free port, and measures that server's threads. Several \
+            --target are the nodes of one tickcast cluster (docs/CLUSTER.md): the \
+            publisher connects to the first, the subscribers to each in turn. Every \
             subscriber must receive every message exactly once and in order: \
             otherwise the bench says what went wrong and exits with status 1."
 )]
@@ -96,13 +102,16 @@ pub struct BenchArgs {
     #[argh(option)]
     count: Option<u64>,
 
-    /// a running server to measure, HOST:PORT [a server in this process]
+    /// a running server to measure, HOST:PORT; repeat it for the nodes of
+    /// a tickcast cluster: subscribers are spread over them in turn, the
+    /// publisher is on the first [a server in this process]
     #[argh(option)]
-    target: Option<String>,
+    target: Vec<String>,
 
-    /// the process id of the --target server, to report its CPU time
+    /// the process id of the --target server, to report its CPU time;
+    /// repeat it to add up several processes (a cluster's nodes and Redis)
     #[argh(option)]
-    server_pid: Option<u32>,
+    server_pid: Vec<u32>,
 
     /// the kind of server at --target: tickcast, nats or redis [tickcast]
     #[argh(option, default = "Peer::Tickcast")]
@@ -130,11 +139,11 @@ pub struct BenchArgs {
     json: bool,
 }
 
-/// Where the subscribers connect: the TCP port, and the HTTP port for
-/// the `--sse` ones.
-#[derive(Debug, Clone, Copy)]
+/// Where the subscribers connect: the TCP ports (one per node, the
+/// publisher's first), and the HTTP port for the `--sse` ones.
+#[derive(Debug, Clone)]
 struct Doors {
-    tcp: SocketAddr,
+    tcp: Vec<SocketAddr>,
     http: Option<SocketAddr>,
 }
 
@@ -238,7 +247,7 @@ fn plan(args: &BenchArgs) -> Result<Plan, String> {
     if args.window == 0 {
         return Err("--window must be at least 1".into());
     }
-    if args.peer != Peer::Tickcast && args.target.is_none() {
+    if args.peer != Peer::Tickcast && args.target.is_empty() {
         return Err(format!(
             "--peer {} needs --target: the address of a {}-server you started",
             args.peer.name(),
@@ -248,11 +257,17 @@ fn plan(args: &BenchArgs) -> Result<Plan, String> {
     if args.sse > args.subscribers {
         return Err("--sse is how many of the --subscribers use SSE: at most all of them".into());
     }
-    if args.sse > 0 && args.target.is_some() {
+    if args.sse > 0 && !args.target.is_empty() {
         return Err("--sse needs the server in this process (no --target)".into());
     }
-    if args.server_pid.is_some() && args.target.is_none() {
+    if !args.server_pid.is_empty() && args.target.is_empty() {
         return Err("--server-pid goes with --target".into());
+    }
+    if args.peer != Peer::Tickcast && args.target.len() > 1 {
+        return Err(format!(
+            "several --target are the nodes of one tickcast cluster: --peer {} takes one",
+            args.peer.name()
+        ));
     }
     let rate = match (args.mode, args.rate) {
         (Mode::Rate, None) => return Err("--mode rate needs --rate MSGS_PER_SEC".into()),
@@ -287,11 +302,11 @@ fn plan(args: &BenchArgs) -> Result<Plan, String> {
 fn measure(args: &BenchArgs, plan: &Plan) -> Result<Figures, Box<dyn Error>> {
     // Every subscriber is a socket here, and two more in an in-process
     // server (a connection's socket and the clone its writer holds).
-    let per_subscriber = if args.target.is_none() { 3 } else { 1 };
+    let per_subscriber = if args.target.is_empty() { 3 } else { 1 };
     cpu::ensure_files(plan.subscribers as u64 * per_subscriber + 64)?;
 
-    let (hub, target, server_cpu, server) = match &args.target {
-        None => {
+    let (hub, doors, server_cpu, server) = match args.target.as_slice() {
+        [] => {
             let listener = TcpListener::bind("127.0.0.1:0")?;
             let config = Config {
                 tick: None,
@@ -307,34 +322,34 @@ fn measure(args: &BenchArgs, plan: &Plan) -> Result<Figures, Box<dyn Error>> {
             let http = hub.http_addr();
             (
                 Some(hub),
-                Doors { tcp: addr, http },
+                Doors {
+                    tcp: vec![addr],
+                    http,
+                },
                 cpu::ServerCpu::InProcess,
                 format!("tickcast in this process ({addr})"),
             )
         }
-        Some(target) => {
-            let addr = target
-                .to_socket_addrs()
-                .map_err(|e| format!("--target {target}: {e}"))?
-                .next()
-                .ok_or_else(|| format!("--target {target}: no address"))?;
-            let which = match args.server_pid {
-                Some(pid) => cpu::ServerCpu::Pid(pid),
-                None => cpu::ServerCpu::Unknown,
+        targets => {
+            let mut tcp = Vec::with_capacity(targets.len());
+            for target in targets {
+                let addr = target
+                    .to_socket_addrs()
+                    .map_err(|e| format!("--target {target}: {e}"))?
+                    .next()
+                    .ok_or_else(|| format!("--target {target}: no address"))?;
+                tcp.push(addr);
+            }
+            let which = match args.server_pid.as_slice() {
+                [] => cpu::ServerCpu::Unknown,
+                pids => cpu::ServerCpu::Pids(pids.to_vec()),
             };
-            let doors = Doors {
-                tcp: addr,
-                http: None,
-            };
-            (
-                None,
-                doors,
-                which,
-                format!("{} at {addr}", args.peer.name()),
-            )
+            let addrs: Vec<String> = tcp.iter().map(SocketAddr::to_string).collect();
+            let server = format!("{} at {}", args.peer.name(), addrs.join(", "));
+            (None, Doors { tcp, http: None }, which, server)
         }
     };
-    let result = run_load(args, plan, target, server_cpu, server, hub.as_ref());
+    let result = run_load(args, plan, &doors, server_cpu, server, hub.as_ref());
     if let Some(hub) = hub {
         // No LEAVE storm at shutdown: the server only says BYE.
         hub.shutdown();
@@ -346,7 +361,7 @@ fn measure(args: &BenchArgs, plan: &Plan) -> Result<Figures, Box<dyn Error>> {
 fn run_load(
     args: &BenchArgs,
     plan: &Plan,
-    doors: Doors,
+    doors: &Doors,
     server_cpu: cpu::ServerCpu,
     server: String,
     hub: Option<&ServerHandle>,
@@ -364,7 +379,7 @@ fn run_load(
     };
 
     // The publisher first: its name tells its messages from others'.
-    let target = doors.tcp;
+    let target = doors.tcp[0];
     let mut publisher = connect(target)?;
     let (name, rest) = handshake(&dialect, &mut publisher, plan.timeout)
         .map_err(|e| format!("cannot set up the publisher at {target}: {e}"))?;
@@ -455,7 +470,7 @@ type LoadOutcome = (u64, Duration, Duration, cpu::Sample, cpu::Sample);
 #[allow(clippy::too_many_arguments)]
 fn load(
     plan: &Plan,
-    doors: Doors,
+    doors: &Doors,
     shared: &Arc<Shared>,
     (publisher, rest): (TcpStream, Vec<u8>),
     inboxes: &[Sender<NewSocket>],
@@ -496,7 +511,8 @@ fn load(
         let (stream, leftover) = match doors.http {
             Some(http) if sse => open_stream(http, plan.timeout)?,
             _ => {
-                let mut stream = connect(doors.tcp)?;
+                // Round-robin over the nodes; the publisher's is the first.
+                let mut stream = connect(doors.tcp[id % doors.tcp.len()])?;
                 stream.write_all(&hello)?;
                 (stream, Vec::new())
             }
@@ -539,7 +555,7 @@ fn load(
 
     let setup = setup.elapsed();
     shared.measuring.store(true, Ordering::SeqCst);
-    let before = cpu::sample(server_cpu)?;
+    let before = cpu::sample(&server_cpu)?;
     let start = Instant::now();
     let for_publisher = Arc::clone(shared);
     let (payload, mode, rate, stop) = (plan.payload, plan.mode, plan.rate, plan.stop);
@@ -593,7 +609,7 @@ fn load(
         });
     }
     let elapsed = start.elapsed();
-    let after = cpu::sample(server_cpu)?;
+    let after = cpu::sample(&server_cpu)?;
     shared.measuring.store(false, Ordering::SeqCst);
     shared.stop.store(true, Ordering::SeqCst);
     let messages = match published {
@@ -769,15 +785,16 @@ fn handshake(
         let mut at = 0;
         while let Parse::Frame(used, heard) = dialect.parse(&buf[at..]) {
             at += used;
-            match heard {
-                Heard::Ready(name) => {
-                    stream.set_read_timeout(None)?;
-                    let name = name.map(str::to_string);
-                    return Ok((name, buf[at..].to_vec()));
-                }
+            let name = match heard {
+                Heard::Ready => None,
+                // Unlike a subscriber it need not wait for its JOIN: its
+                // lines are read from its connection after it.
+                Heard::Welcome(name) => Some(name.to_string()),
                 Heard::Refused(why) => return Err(why.into()),
-                _ => {}
-            }
+                _ => continue,
+            };
+            stream.set_read_timeout(None)?;
+            return Ok((name, buf[at..].to_vec()));
         }
         buf.drain(..at);
         if buf.len() > 1 << 20 {
@@ -841,8 +858,12 @@ fn describe(args: &BenchArgs, plan: &Plan) -> String {
         0 => String::new(),
         n => format!(" ({n} of them over SSE)"),
     };
+    let spread = match args.target.len() {
+        0 | 1 => String::new(),
+        n => format!(" spread over {n} nodes"),
+    };
     format!(
-        "{} subscribers{sse}, {}-byte messages, {pace}",
+        "{} subscribers{spread}{sse}, {}-byte messages, {pace}",
         plan.subscribers, plan.payload
     )
 }
@@ -882,9 +903,13 @@ fn table(args: &BenchArgs, plan: &Plan, f: &Figures) -> String {
         "server CPU/delivery",
         match (f.server_cpu, f.server_ticks) {
             (Some(cpu), Some(ticks)) => format!(
-                "{} ({:.2} s of CPU, {ticks} clock ticks{})",
+                "{} ({:.2} s of CPU{}, {ticks} clock ticks{})",
                 per_delivery(cpu, f.deliveries).map_or("-".into(), |ns| format!("{ns:.0} ns")),
                 cpu.as_secs_f64(),
+                match args.server_pid.len() {
+                    0 | 1 => String::new(),
+                    n => format!(" of {n} processes together"),
+                },
                 if ticks < 100 {
                     ": imprecise, run longer"
                 } else {
@@ -951,6 +976,7 @@ fn json(args: &BenchArgs, plan: &Plan, f: &Figures) -> serde_json::Value {
     serde_json::json!({
         "server": f.server,
         "peer": args.peer.name(),
+        "targets": args.target,
         "mode": match plan.mode { Mode::Throughput => "throughput", Mode::Rate => "rate" },
         "rate": plan.rate,
         "window": args.window,

@@ -8,7 +8,8 @@
 //! * for the default in-process server, the threads whose names start
 //!   with `tickcast-` are the server's (the acceptor, the broadcaster, one
 //!   session per connection) and every other thread is the bench's own;
-//! * for a server in another process (`--server-pid`), its whole process.
+//! * for a server in another process (`--server-pid`), its whole process;
+//!   for several (the nodes of a cluster, and Redis), their sum.
 //!
 //! A clock tick is coarse: a run should last a few seconds for the figure
 //! to mean much (the report says how many ticks it is made of).
@@ -27,18 +28,18 @@ pub struct Sample {
 }
 
 /// Where the server's CPU time is to be read.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum ServerCpu {
     /// In this process, threads named `tickcast-*`.
     InProcess,
-    /// Another process.
-    Pid(u32),
+    /// Other processes, added up.
+    Pids(Vec<u32>),
     /// Nowhere: the report says "unknown".
     Unknown,
 }
 
 /// Reads the CPU time (in clock ticks) of `which` and of the bench.
-pub fn sample(which: ServerCpu) -> io::Result<Sample> {
+pub fn sample(which: &ServerCpu) -> io::Result<Sample> {
     let mut s = Sample::default();
     let mut in_process = 0;
     for entry in fs::read_dir("/proc/self/task")? {
@@ -57,11 +58,17 @@ pub fn sample(which: ServerCpu) -> io::Result<Sample> {
     }
     s.server = match which {
         ServerCpu::InProcess => Some(in_process),
-        ServerCpu::Pid(pid) => {
-            let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
-            let (_, ticks) = parse_stat(&stat)
-                .ok_or_else(|| io::Error::other(format!("cannot read /proc/{pid}/stat")))?;
-            Some(ticks)
+        ServerCpu::Pids(pids) => {
+            let mut sum = 0;
+            for pid in pids {
+                let path = format!("/proc/{pid}/stat");
+                let stat = fs::read_to_string(&path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{path}: {e}")))?;
+                let (_, ticks) = parse_stat(&stat)
+                    .ok_or_else(|| io::Error::other(format!("cannot read {path}")))?;
+                sum += ticks;
+            }
+            Some(sum)
         }
         ServerCpu::Unknown => None,
     };
@@ -124,8 +131,11 @@ mod tests {
 
     #[test]
     fn this_process_can_be_sampled() {
-        let s = sample(ServerCpu::Pid(std::process::id())).unwrap();
+        let me = std::process::id();
+        let s = sample(&ServerCpu::Pids(vec![me])).unwrap();
         assert!(s.server.is_some());
+        let twice = sample(&ServerCpu::Pids(vec![me, me])).unwrap();
+        assert!(twice.server >= s.server.map(|t| 2 * t), "the sum of both");
         assert!(tick() > Duration::ZERO);
     }
 }

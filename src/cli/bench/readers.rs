@@ -19,7 +19,8 @@
 //!   none twice, none out of order;
 //! * on tickcast, every broadcast event's SEQ is the one before plus one
 //!   (`JOIN`, `LEAVE` and `TICK` lines are not the publisher's messages, but
-//!   they take SEQs too, so the SEQs are checked on every broadcast line);
+//!   they take SEQs too, so the SEQs are checked on every broadcast line),
+//!   from the subscriber's own `JOIN` on (see `wire` for why there);
 //! * the server neither refuses anything (`ERR`, `-ERR`) nor says goodbye
 //!   nor closes before the end.
 //!
@@ -197,6 +198,8 @@ struct Sub {
     role: Role,
     leftover: Vec<u8>,
     ready: bool,
+    /// The name in its `WELCOME` (tickcast): its own `JOIN` has it.
+    name: Option<String>,
     failed: bool,
     next_n: u64,
     last_seq: Option<u64>,
@@ -295,6 +298,7 @@ impl Reader<'_> {
                 role: new.role,
                 leftover: new.leftover,
                 ready: new.role == Role::Publisher,
+                name: None,
                 failed: false,
                 next_n: 0,
                 last_seq: None,
@@ -364,12 +368,23 @@ impl Reader<'_> {
             return true;
         }
         match heard {
-            Heard::Ready(_) => {
-                if !sub.ready {
-                    sub.ready = true;
-                    self.shared.ready.fetch_add(1, Ordering::SeqCst);
+            Heard::Ready => self.subscribed(i),
+            Heard::Welcome(name) => sub.name = Some(name.to_string()),
+            Heard::Join { seq, name } if !sub.ready => {
+                // Nothing before its own JOIN is promised to it, so its
+                // SEQs are checked from there.
+                if sub.name.as_deref() == Some(name) {
+                    sub.last_seq = Some(seq);
+                    self.subscribed(i);
                 }
             }
+            Heard::Join { seq, .. } => {
+                if let Some(why) = check_seq(sub, Some(seq)) {
+                    self.fail(i, why);
+                    return false;
+                }
+            }
+            Heard::Other { .. } if !sub.ready => {}
             Heard::Message { n, sent_ns, seq } => {
                 if let Some(why) = check_seq(sub, seq) {
                     self.fail(i, why);
@@ -429,6 +444,15 @@ impl Reader<'_> {
             }
         }
         true
+    }
+
+    /// Subscriber `i` is subscribed: it will hear every message.
+    fn subscribed(&mut self, i: usize) {
+        let sub = &mut self.subs[i];
+        if !sub.ready {
+            sub.ready = true;
+            self.shared.ready.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     fn fail(&mut self, i: usize, why: String) {

@@ -7,9 +7,18 @@
 //! | | tickcast | NATS | Redis |
 //! |---|---|---|---|
 //! | subscribe | (every client hears every broadcast) | `CONNECT {…}`, `SUB SUBJECT 1`, `PING` | `SUBSCRIBE CHANNEL` |
-//! | subscribed when | `WELCOME` arrives | `PONG` arrives (the server has handled the `SUB`) | the `subscribe` reply arrives |
+//! | subscribed when | its own `JOIN` arrives (the `WELCOME` before it names it) | `PONG` arrives (the server has handled the `SUB`) | the `subscribe` reply arrives |
 //! | publish | the text as a chat line | `PUB SUBJECT LEN` + payload | `PUBLISH CHANNEL PAYLOAD` (RESP) |
 //! | a delivery | `MSG SEQ FROM TEXT` | `MSG SUBJECT SID LEN` + payload | `message CHANNEL PAYLOAD` (RESP array) |
+//!
+//! A tickcast member is promised every broadcast event from its own `JOIN`
+//! on, not from its `WELCOME`: the server sends the `WELCOME`, then puts
+//! the `JOIN` in the room's order. On one server the gap between the two
+//! is a hand-over between threads; on a cluster node (docs/CLUSTER.md) it
+//! is a round trip to Redis, and a message published meanwhile on
+//! another node may come before the `JOIN`. So a subscriber counts as
+//! subscribed when it hears its own `JOIN`, and the publisher starts only
+//! when every subscriber has.
 //!
 //! # The payload
 //!
@@ -67,9 +76,13 @@ impl std::str::FromStr for Peer {
 /// One frame heard from a server.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Heard<'a> {
-    /// The connection is set up and subscribed; for tickcast, with the
-    /// name the server gave it.
-    Ready(Option<&'a str>),
+    /// The connection is set up and subscribed (NATS, Redis).
+    Ready,
+    /// tickcast's `WELCOME`, with the name the server gave this
+    /// connection; it is subscribed at its own [`Heard::Join`].
+    Welcome(&'a str),
+    /// tickcast's `JOIN`: its SEQ and who joined.
+    Join { seq: u64, name: &'a str },
     /// One of the publisher's messages: its number, when it was meant to
     /// be sent, and (tickcast) its broadcast SEQ.
     Message {
@@ -116,7 +129,7 @@ impl Dialect {
     }
 
     /// What the publisher sends first (it is ready at its first
-    /// [`Heard::Ready`]).
+    /// [`Heard::Ready`] or [`Heard::Welcome`]).
     pub fn publisher_hello(&self) -> Vec<u8> {
         match self.peer {
             Peer::Tickcast => Vec::new(),
@@ -217,7 +230,8 @@ impl Dialect {
             return Parse::Frame(used, refused("a line that is not UTF-8", line));
         };
         let heard = match ServerLine::parse(text) {
-            Ok(ServerLine::Welcome { name, .. }) => Heard::Ready(Some(name)),
+            Ok(ServerLine::Welcome { name, .. }) => Heard::Welcome(name),
+            Ok(ServerLine::Join { seq, name }) => Heard::Join { seq, name },
             // On a stream, a DATA header is followed by a base64 line.
             Ok(ServerLine::Data { seq, .. }) if sse.is_some() => Heard::Other { seq: Some(seq) },
             Ok(ServerLine::Data { seq, len, .. }) => {
@@ -280,7 +294,7 @@ fn parse_nats(buf: &[u8]) -> Parse<'_> {
     } else if line == b"PING" {
         Heard::Answer(b"PONG\r\n".to_vec())
     } else if line == b"PONG" {
-        Heard::Ready(None)
+        Heard::Ready
     } else if line.starts_with(b"INFO ") || line == b"+OK" {
         Heard::Other { seq: None }
     } else {
@@ -296,7 +310,7 @@ fn parse_redis(buf: &[u8]) -> Parse<'_> {
     let line = strip_cr(&buf[..lf]);
     let used = lf + 1;
     let heard = match line.first() {
-        Some(b'+') if line == b"+PONG" => Heard::Ready(None),
+        Some(b'+') if line == b"+PONG" => Heard::Ready,
         Some(b'+') | Some(b':') => Heard::Other { seq: None },
         Some(b'*') => {
             // An array of bulk strings and integers: `message CHANNEL
@@ -326,7 +340,7 @@ fn parse_redis(buf: &[u8]) -> Parse<'_> {
                     },
                     None => refused("a message that is not ours", items[2]),
                 },
-                b"subscribe" => Heard::Ready(None),
+                b"subscribe" => Heard::Ready,
                 _ => Heard::Other { seq: None },
             };
             return Parse::Frame(at, heard);
@@ -426,12 +440,20 @@ mod tests {
                     sent_ns: 99,
                     seq: Some(5)
                 },
-                Heard::Other { seq: Some(6) },
+                Heard::Join {
+                    seq: 6,
+                    name: "guest-2"
+                },
                 Heard::Other { seq: Some(7) },
                 Heard::Answer(b"/pong t\n".to_vec()),
             ]
         );
         assert_eq!(&buf[at..], b"MSG 8 gu", "the tail waits for more bytes");
+        let welcome = b"WELCOME 3 guest-3 2026-11-22T10:00:05.123Z 00ff 0123 x\n";
+        assert_eq!(
+            d.parse(welcome),
+            Parse::Frame(welcome.len(), Heard::Welcome("guest-3"))
+        );
         assert!(matches!(
             d.parse(b"BYE shutdown\n"),
             Parse::Frame(13, Heard::Refused(_))
@@ -465,7 +487,7 @@ mod tests {
             d.parse(b"PING\r\n"),
             Parse::Frame(6, Heard::Answer(b"PONG\r\n".to_vec()))
         );
-        assert_eq!(d.parse(b"PONG\r\n"), Parse::Frame(6, Heard::Ready(None)));
+        assert_eq!(d.parse(b"PONG\r\n"), Parse::Frame(6, Heard::Ready));
     }
 
     #[test]
@@ -478,7 +500,7 @@ mod tests {
             b"*3\r\n$7\r\nPUBLISH\r\n$7\r\nbench.1\r\n$3\r\n1 2\r\n"
         );
         let sub = b"*3\r\n$9\r\nsubscribe\r\n$7\r\nbench.1\r\n:1\r\n";
-        assert_eq!(d.parse(sub), Parse::Frame(sub.len(), Heard::Ready(None)));
+        assert_eq!(d.parse(sub), Parse::Frame(sub.len(), Heard::Ready));
         let msg = b"*3\r\n$7\r\nmessage\r\n$7\r\nbench.1\r\n$3\r\n1 2\r\n";
         assert_eq!(
             d.parse(msg),
