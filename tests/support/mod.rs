@@ -297,7 +297,17 @@ impl Raw {
     /// Like [`Raw::until_closed`], waiting at most `limit` for the close.
     pub fn until_closed_within(&mut self, limit: Duration) -> (Vec<String>, Vec<Event>) {
         let deadline = Instant::now() + limit;
-        while self.read_one(deadline) {}
+        loop {
+            match self.read_until_deadline(deadline) {
+                Got::Item => {}
+                Got::Eof => break,
+                Got::TimedOut => panic!(
+                    "the server did not close the connection within {limit:?} \
+                     (replies: {:?}, events: {:?})",
+                    self.replies, self.events
+                ),
+            }
+        }
         (
             self.replies.drain(..).collect(),
             self.events.drain(..).collect(),
