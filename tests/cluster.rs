@@ -451,6 +451,108 @@ fn one_name_space_and_one_list_across_nodes() {
     assert_eq!(b.reply(), "OK nick alice");
 }
 
+/// Nodes with the same Redis and room are one hub, and `--room` defaults
+/// to `tickcast`; another room on the same Redis is another hub.
+#[test]
+#[ignore = "needs redis-server; scripts/test installs it"]
+fn the_same_room_is_one_hub_and_the_room_defaults_to_tickcast() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let default = Serve::start(BIN, &[], &["--redis", &url]);
+    let named_default = node(&redis, "tickcast", &[]);
+    let other = node(&redis, "other", &[]);
+    let (mut x, _) = join(default.addr);
+    let (y, _) = join(named_default.addr);
+    // IDs are unique within a room, not across rooms: a name of its own.
+    let mut z = named(other.addr, "zed-of-the-other-room");
+    let joined = x.event_starting("JOIN ");
+    assert_eq!(joined.line, format!("JOIN {} {}", joined.seq(), y.name()));
+    assert_eq!(x.welcome().epoch, y.welcome().epoch);
+    wait_listed(&mut x, y.name(), true, LISTED_WITHIN);
+    // The other room: none of these, nor they of it.
+    assert_eq!(list(&mut z), vec!["zed-of-the-other-room"]);
+    assert!(!list(&mut x).contains(&"zed-of-the-other-room".to_string()));
+    z.assert_quiet("nothing from the other room");
+}
+
+/// Nodes with `--http`: `GET /stats` has the node's own view in a
+/// `cluster` object (its id, the room, whether Redis is up, how far its
+/// stream reader lags), and /metrics the same as gauges; a node that has
+/// just answered `ERR unavailable` says Redis is down, and up again once
+/// it is back.
+#[test]
+#[ignore = "needs redis-server; scripts/test installs it"]
+fn stats_and_metrics_show_the_nodes_own_view() {
+    let redis = Redis::start();
+    let http = ["--http", "127.0.0.1:0"];
+    let na = node(&redis, "stats", &http);
+    let nb = node(&redis, "stats", &http);
+    let http_addr = |serve: &Serve| -> SocketAddr {
+        let line = serve
+            .stderr
+            .recv_timeout(WAIT)
+            .expect("no second line on stderr");
+        line.strip_prefix("tickcast http on http://")
+            .and_then(|rest| rest.strip_suffix('/'))
+            .unwrap_or_else(|| panic!("second line was {line:?}"))
+            .parse()
+            .unwrap()
+    };
+    let (ha, hb) = (http_addr(&na), http_addr(&nb));
+    let cluster = |addr: SocketAddr| -> serde_json::Value {
+        let answer = support::http::get(addr, "/stats");
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        let stats: serde_json::Value = serde_json::from_slice(&answer.body).unwrap();
+        let cluster = stats["cluster"].clone();
+        assert!(cluster.is_object(), "no cluster object in {stats:#}");
+        cluster
+    };
+    let gauge = |addr: SocketAddr, name: &str| -> f64 {
+        let text = support::http::get(addr, "/metrics").text();
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find(|l| {
+                l.strip_prefix(name)
+                    .is_some_and(|rest| rest.starts_with([' ', '{']))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+    };
+
+    let (a, b) = (cluster(ha), cluster(hb));
+    for c in [&a, &b] {
+        assert!(c["node"].as_str().is_some_and(|n| !n.is_empty()), "{c}");
+        assert_eq!(c["room"], "stats", "{c}");
+        assert_eq!(c["redis"], "up", "{c}");
+        assert!(c["reader_lag"].as_u64().is_some(), "{c}");
+    }
+    assert_ne!(a["node"], b["node"], "two nodes, one id");
+    assert_eq!(gauge(ha, "tickcast_cluster_redis_up"), 1.0);
+    assert!(gauge(ha, "tickcast_cluster_reader_lag_events") >= 0.0);
+
+    // Redis gone: the node that has said so to a client says so here.
+    let (mut member, _) = join(na.addr);
+    redis.pause();
+    member.line("a line that needs Redis");
+    let reply = member
+        .try_reply_within(UNAVAILABLE_WITHIN + GRACE)
+        .expect("no ERR unavailable");
+    assert!(reply.starts_with("ERR unavailable "), "{reply:?}");
+    assert_eq!(cluster(ha)["redis"], "down");
+    assert_eq!(gauge(ha, "tickcast_cluster_redis_up"), 0.0);
+    redis.resume();
+    let back = Instant::now() + WAIT;
+    while cluster(ha)["redis"] != "up" {
+        assert!(
+            Instant::now() < back,
+            "Redis still down on /stats {WAIT:?} after it came back"
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(gauge(ha, "tickcast_cluster_redis_up"), 1.0);
+}
+
 /// The tick test's `--tick-ms`.
 const TICK_PERIOD: Duration = Duration::from_millis(200);
 /// How long the tick test counts TICKs at a time: 8 periods.
