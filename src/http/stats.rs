@@ -310,7 +310,7 @@ pub struct Snapshot {
 
 /// A cluster node's view of its room, in `/stats` (`"cluster"`) and
 /// `/metrics` (`tickcast_cluster_*`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterStats {
     /// This node's id (random, for this run).
     pub node: String,
@@ -552,7 +552,17 @@ struct StatsJson<'a> {
     history: &'a HistoryStats,
     clients: Vec<ClientJson<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    cluster: Option<&'a ClusterStats>,
+    cluster: Option<ClusterJson<'a>>,
+}
+
+/// A cluster node's view in `/stats`.
+#[derive(Serialize)]
+struct ClusterJson<'a> {
+    node: &'a str,
+    room: &'a str,
+    /// `up` or `down`.
+    redis: &'a str,
+    reader_lag: u64,
 }
 
 /// One client in `/stats`, in the contract's field order.
@@ -589,7 +599,12 @@ pub fn render_stats_json(snapshot: &Snapshot) -> String {
                 bytes_out: c.bytes_out,
             })
             .collect(),
-        cluster: snapshot.cluster.as_ref(),
+        cluster: snapshot.cluster.as_ref().map(|c| ClusterJson {
+            node: &c.node,
+            room: &c.room,
+            redis: if c.redis_up { "up" } else { "down" },
+            reader_lag: c.reader_lag,
+        }),
     };
     let mut json = serde_json::to_string_pretty(&stats).expect("plain structs serialize");
     json.push('\n');

@@ -11,6 +11,7 @@
 pub mod http;
 pub mod process;
 pub mod proxy;
+pub mod redis;
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
@@ -90,8 +91,22 @@ pub struct Raw {
     writer: TcpStream,
     replies: VecDeque<String>,
     events: VecDeque<Event>,
+    /// The start of a line whose end had not arrived when a bounded read
+    /// timed out ([`Raw::try_reply_within`] and the like); the next read
+    /// goes on from it.
+    partial: Vec<u8>,
     eof: bool,
     pub welcome: Option<Welcome>,
+}
+
+/// What one bounded read off the wire gave.
+enum Got {
+    /// A line (and its payload) went into one of the queues.
+    Item,
+    /// The server closed the connection.
+    Eof,
+    /// Nothing complete before the deadline.
+    TimedOut,
 }
 
 impl Raw {
@@ -117,6 +132,7 @@ impl Raw {
             reader: BufReader::new(stream),
             replies: VecDeque::new(),
             events: VecDeque::new(),
+            partial: Vec::new(),
             eof: false,
             welcome: None,
         }
@@ -146,30 +162,46 @@ impl Raw {
 
     /// Reads one item off the wire into the queues. `false` at end of stream.
     fn read_one(&mut self, deadline: Instant) -> bool {
+        match self.read_until_deadline(deadline) {
+            Got::Item => true,
+            Got::Eof => false,
+            Got::TimedOut => panic!("timed out waiting for the server"),
+        }
+    }
+
+    /// Reads one item off the wire into the queues, or gives up at
+    /// `deadline` (keeping any part of a line read so far).
+    fn read_until_deadline(&mut self, deadline: Instant) -> Got {
         if self.eof {
-            return false;
+            return Got::Eof;
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "timed out waiting for the server");
+        if left.is_zero() {
+            return Got::TimedOut;
+        }
         self.reader.get_ref().set_read_timeout(Some(left)).unwrap();
-        let mut buf = Vec::new();
-        match self.reader.read_until(b'\n', &mut buf) {
+        match self.reader.read_until(b'\n', &mut self.partial) {
             Ok(0) => {
                 self.eof = true;
-                return false;
+                return Got::Eof;
+            }
+            Ok(_) if self.partial.last() != Some(&b'\n') => {
+                // Zero bytes is end of stream; a line without its LF means
+                // the stream ended inside it.
+                panic!("line without LF at end of stream: {:?}", self.partial);
             }
             Ok(_) => {}
             Err(e) if matches!(e.kind(), ErrorKind::ConnectionReset) => {
                 self.eof = true;
-                return false;
+                return Got::Eof;
             }
-            Err(e) => panic!("read failed: {e} (after {buf:?})"),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Got::TimedOut;
+            }
+            Err(e) => panic!("read failed: {e} (after {:?})", self.partial),
         }
-        assert_eq!(
-            buf.pop(),
-            Some(b'\n'),
-            "line without LF at end of stream: {buf:?}"
-        );
+        let mut buf = std::mem::take(&mut self.partial);
+        buf.pop();
         let line = String::from_utf8(buf).expect("server lines are UTF-8");
         let verb = line.split(' ').next().unwrap_or("");
         if BROADCAST_VERBS.contains(&verb) {
@@ -188,12 +220,17 @@ impl Raw {
         } else {
             self.replies.push_back(line);
         }
-        true
+        Got::Item
     }
 
     /// The next reply (any line that is not a broadcast event).
     pub fn reply(&mut self) -> String {
-        let deadline = Instant::now() + WAIT;
+        self.reply_within(WAIT)
+    }
+
+    /// The next reply, waiting at most `limit` (panics past it).
+    pub fn reply_within(&mut self, limit: Duration) -> String {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(r) = self.replies.pop_front() {
                 return r;
@@ -207,7 +244,12 @@ impl Raw {
 
     /// The next broadcast event.
     pub fn event(&mut self) -> Event {
-        let deadline = Instant::now() + WAIT;
+        self.event_within(WAIT)
+    }
+
+    /// The next broadcast event, waiting at most `limit` (panics past it).
+    pub fn event_within(&mut self, limit: Duration) -> Event {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(e) = self.events.pop_front() {
                 return e;
@@ -227,7 +269,12 @@ impl Raw {
 
     /// Skips broadcast events until one whose line starts with `prefix`.
     pub fn event_starting(&mut self, prefix: &str) -> Event {
-        let deadline = Instant::now() + WAIT;
+        self.event_starting_within(prefix, WAIT)
+    }
+
+    /// Like [`Raw::event_starting`], waiting at most `limit`.
+    pub fn event_starting_within(&mut self, prefix: &str, limit: Duration) -> Event {
+        let deadline = Instant::now() + limit;
         loop {
             while let Some(e) = self.events.pop_front() {
                 if e.line.starts_with(prefix) {
@@ -244,8 +291,23 @@ impl Raw {
     /// Reads until the server closes the connection; returns every reply
     /// and event line not yet taken, in arrival order per kind.
     pub fn until_closed(&mut self) -> (Vec<String>, Vec<Event>) {
-        let deadline = Instant::now() + WAIT;
-        while self.read_one(deadline) {}
+        self.until_closed_within(WAIT)
+    }
+
+    /// Like [`Raw::until_closed`], waiting at most `limit` for the close.
+    pub fn until_closed_within(&mut self, limit: Duration) -> (Vec<String>, Vec<Event>) {
+        let deadline = Instant::now() + limit;
+        loop {
+            match self.read_until_deadline(deadline) {
+                Got::Item => {}
+                Got::Eof => break,
+                Got::TimedOut => panic!(
+                    "the server did not close the connection within {limit:?} \
+                     (replies: {:?}, events: {:?})",
+                    self.replies, self.events
+                ),
+            }
+        }
         (
             self.replies.drain(..).collect(),
             self.events.drain(..).collect(),
@@ -313,6 +375,42 @@ impl Raw {
             self.replies.drain(..).collect(),
             self.events.drain(..).collect(),
         )
+    }
+
+    /// The next reply if one comes within `limit`; `None` if none did (the
+    /// connection stays usable: a line cut by the deadline is kept).
+    /// Panics if the server closes the connection first.
+    pub fn try_reply_within(&mut self, limit: Duration) -> Option<String> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(r) = self.replies.pop_front() {
+                return Some(r);
+            }
+            match self.read_until_deadline(deadline) {
+                Got::Item => {}
+                Got::TimedOut => return None,
+                Got::Eof => panic!("connection closed while waiting for a reply"),
+            }
+        }
+    }
+
+    /// The next broadcast event if one comes within `limit`; `None` if
+    /// none did. Panics if the server closes the connection first.
+    pub fn try_event_within(&mut self, limit: Duration) -> Option<Event> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(e) = self.events.pop_front() {
+                return Some(e);
+            }
+            match self.read_until_deadline(deadline) {
+                Got::Item => {}
+                Got::TimedOut => return None,
+                Got::Eof => panic!(
+                    "connection closed while waiting for an event (replies: {:?})",
+                    self.replies
+                ),
+            }
+        }
     }
 
     /// Events already read but not yet taken.

@@ -57,9 +57,10 @@ pub struct Serve {
 }
 
 impl Serve {
-    /// Starts `BIN serve ARGS --bind 127.0.0.1:0 --tick-ms 0 -q`. `wrapper`
-    /// runs first and must exec the command (like `prlimit --nofile=N:N`),
-    /// so that the pid is the server's.
+    /// Starts `BIN serve -q ARGS`, with `--bind 127.0.0.1:0` and
+    /// `--tick-ms 0` unless ARGS give those options (argh refuses an option
+    /// given twice). `wrapper` runs first and must exec the command (like
+    /// `prlimit --nofile=N:N`), so that the pid is the server's.
     pub fn start(bin: &str, wrapper: &[&str], args: &[&str]) -> Serve {
         let mut cmd = match wrapper.split_first() {
             Some((first, rest)) => {
@@ -69,8 +70,14 @@ impl Serve {
             }
             None => Command::new(bin),
         };
-        cmd.arg("serve")
-            .args(["--bind", "127.0.0.1:0", "--tick-ms", "0", "-q"])
+        cmd.arg("serve");
+        if !args.contains(&"--bind") {
+            cmd.args(["--bind", "127.0.0.1:0"]);
+        }
+        if !args.contains(&"--tick-ms") {
+            cmd.args(["--tick-ms", "0"]);
+        }
+        cmd.arg("-q")
             .args(args)
             .env_remove("TICKCAST_TOKEN")
             .stdin(Stdio::null())
@@ -92,6 +99,21 @@ impl Serve {
             .status()
             .unwrap();
         assert!(status.success(), "kill {sig} failed");
+    }
+
+    /// Kills the process at once (SIGKILL, as `kill -9`: no shutdown, no
+    /// goodbye to anyone) and reaps it. `None` if it was already gone.
+    pub fn kill9(&mut self) -> Option<ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    /// SIGTERM, then waits for the exit, at most `limit`. `None`: it did
+    /// not exit in time (it is killed when dropped).
+    pub fn terminate(&mut self, limit: Duration) -> Option<ExitStatus> {
+        self.signal("-TERM");
+        self.wait_exit(limit)
     }
 
     /// Waits for the process to exit, at most `limit`. `None`: it did not.
@@ -132,6 +154,40 @@ impl Drop for Serve {
             let _ = child.wait();
         }
     }
+}
+
+/// Runs `cmd` (a command expected to stop by itself, such as a `tickcast
+/// serve` that must refuse to start) with stderr captured, for at most
+/// `limit`. Returns its exit status (`None`: still running at `limit`, then
+/// killed), all it wrote to stderr, and how long it ran.
+pub fn run_bounded(mut cmd: Command, limit: Duration) -> (Option<ExitStatus>, String, Duration) {
+    let started = Instant::now();
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the command");
+    let mut pipe = child.stderr.take().expect("stderr piped");
+    let reader = thread::spawn(move || {
+        let mut text = String::new();
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut text);
+        text
+    });
+    let deadline = started + limit;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Some(status),
+            Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+        }
+    };
+    let ran = started.elapsed();
+    (status, reader.join().unwrap_or_default(), ran)
 }
 
 /// What one process uses, from /proc.
