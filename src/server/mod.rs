@@ -376,12 +376,13 @@ pub fn spawn_on(listener: TcpListener, config: Config) -> io::Result<ServerHandl
     let (shared, ends) = Shared::new(config, local_addr, http_addr, http_waker, &room)?;
 
     let (stop_flusher, flusher) = start_flusher(&shared, ends.watch, ends.flusher_wakes)?;
-    let (room_lane, stop_room) = room.start(&shared)?;
+    let (room_lanes, stop_room) = room.start(&shared)?;
     let lanes = Lanes {
         inbox: ends.inbox,
         payloads: ends.payloads,
         departures: ends.departures,
-        room: room_lane,
+        room: room_lanes.logged,
+        room_answers: room_lanes.answers,
         stop: crossbeam_channel::never(),
     };
     let (stop_broadcaster, broadcaster) = start_broadcaster(&shared, lanes, room)?;
@@ -450,19 +451,38 @@ impl RoomStart {
 
     /// Starts a node's room threads; returns the broadcaster's lane for
     /// what they hear, and how to stop them once the broadcaster is done.
-    fn start(&mut self, shared: &Arc<Shared>) -> io::Result<(RoomLane, accept::AfterBroadcaster)> {
+    fn start(&mut self, shared: &Arc<Shared>) -> io::Result<(RoomLanes, accept::AfterBroadcaster)> {
         let _ = shared;
         match self {
-            RoomStart::Alone => Ok((crossbeam_channel::never(), Box::new(|| {}))),
+            RoomStart::Alone => {
+                let (logged, answers) = (crossbeam_channel::never(), crossbeam_channel::never());
+                Ok((RoomLanes { logged, answers }, Box::new(|| {})))
+            }
             #[cfg(feature = "redis")]
             RoomStart::Node(joining) => {
-                let (tx, rx) = bounded(INBOX_CAPACITY);
-                let threads = cluster::start(joining.take_links()?, shared, tx)?;
+                // The reader's lane is bounded: a node that falls behind
+                // leaves the rest in Redis. The appender's answers are
+                // not (one per operation at most): the appender must never
+                // wait for the broadcaster, which may be waiting for it.
+                let (logged_tx, logged) = bounded(INBOX_CAPACITY);
+                let (answers_tx, answers) = unbounded();
+                let threads = cluster::start(joining.take_links()?, shared, logged_tx, answers_tx)?;
                 let room = Arc::clone(&joining.room);
-                Ok((rx, Box::new(move || threads.stop(&room))))
+                Ok((
+                    RoomLanes { logged, answers },
+                    Box::new(move || threads.stop(&room)),
+                ))
             }
         }
     }
+}
+
+/// What the broadcaster hears from a cluster node's room threads.
+struct RoomLanes {
+    /// From the stream reader: numbered events.
+    logged: RoomLane,
+    /// From the appender: how what it proposed went.
+    answers: RoomLane,
 }
 
 /// What the broadcaster hears from its room's threads (nothing, alone).

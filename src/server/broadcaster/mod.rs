@@ -147,8 +147,10 @@ pub(crate) struct Lanes {
     pub inbox: Receiver<Inbox>,
     pub payloads: Receiver<Payload>,
     pub departures: Receiver<ClientId>,
-    /// A cluster node's appender and stream reader (see `room`).
+    /// A cluster node's stream reader (see `room`): numbered events.
     pub room: super::RoomLane,
+    /// A cluster node's appender: how what was proposed went.
+    pub room_answers: super::RoomLane,
     pub stop: Receiver<()>,
 }
 
@@ -205,6 +207,10 @@ impl Broadcaster {
                     self.depart_member(id, true);
                 }
                 recv(self.lanes.room) -> event => {
+                    let Ok(event) = event else { break };
+                    self.heard(event);
+                }
+                recv(self.lanes.room_answers) -> event => {
                     let Ok(event) = event else { break };
                     self.heard(event);
                 }

@@ -269,6 +269,20 @@ impl Broadcaster {
     /// `BYE unavailable`, and the node starts again from the room as it
     /// is now. Clients reconnect, and see a new EPOCH or a gap.
     fn reset(&mut self, snapshot: Snapshot) {
+        if *self.shared.epoch.get() == *snapshot.epoch {
+            // The same room, but the log moved past this node: its members
+            // leave it (the others hear `LEAVE … unavailable`).
+            for (&id, member) in &self.members {
+                if member.leaving.is_none() {
+                    let (reason, remember) = (Reason::Unavailable, true);
+                    self.room().propose(Op::Leave {
+                        id,
+                        reason,
+                        remember,
+                    });
+                }
+            }
+        }
         self.shared.epoch.set(&snapshot.epoch);
         self.room().forget_ids();
         self.batch = Batch::default();
@@ -373,11 +387,14 @@ impl Broadcaster {
                 self.leave_room(id, Some(Reason::Shutdown));
             }
         }
-        let deadline = Instant::now() + STOP_WAIT;
+        let deadline = crossbeam_channel::at(Instant::now() + STOP_WAIT);
         while self.members.values().any(|m| m.leaving.is_some()) {
-            let Ok(event) = self.lanes.room.recv_deadline(deadline) else {
-                break;
+            let event = crossbeam_channel::select! {
+                recv(self.lanes.room) -> event => event,
+                recv(self.lanes.room_answers) -> event => event,
+                recv(deadline) -> _ => break,
             };
+            let Ok(event) = event else { break };
             self.heard(event);
             self.flush();
         }

@@ -299,12 +299,13 @@ impl RoomThreads {
     }
 }
 
-/// Starts the appender and the stream reader. `events` is the
-/// broadcaster's lane for what they hear.
+/// Starts the appender and the stream reader, which tell the broadcaster
+/// what they hear on `answers` and `logged`.
 pub(crate) fn start(
     links: Links,
     shared: &Arc<Shared>,
-    events: Sender<RoomEvent>,
+    logged: Sender<RoomEvent>,
+    answers: Sender<RoomEvent>,
 ) -> io::Result<RoomThreads> {
     let Links {
         appending,
@@ -314,7 +315,7 @@ pub(crate) fn start(
     } = links;
     let room = shared.room.as_ref().expect("a node has a room");
     let stop = Arc::new(AtomicBool::new(false));
-    let appender = appender::Appender::new(Arc::clone(shared), appending, ops, events.clone());
+    let appender = appender::Appender::new(Arc::clone(shared), appending, ops, answers);
     let appender = thread::Builder::new()
         .name("tickcast-appender".into())
         .spawn(move || appender.run())?;
@@ -322,7 +323,7 @@ pub(crate) fn start(
         Arc::clone(shared),
         reading,
         last_seq,
-        events,
+        logged,
         Arc::clone(&stop),
     );
     let reader = thread::Builder::new()
