@@ -38,8 +38,8 @@ local op, epoch, deadline, node, keep =
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
--- A node silent for this long (ms) is down; its members are announced
--- `node-down` by the next node that beats.
+-- A node silent for this long (ms) while another beats is down; its
+-- members are announced `node-down` by the next node that beats.
 local DEAD_AFTER = 10000
 
 -- Appends one numbered event: `VERB SEQ REST` (+ LF) with the next SEQ.
@@ -193,19 +193,20 @@ function OPS.tick(lease_ms, rest)
 end
 
 -- A node's heartbeat, every second. It is also where dead nodes are
--- found: a node that has not beaten for DEAD_AFTER ms is removed, and
--- each of its members leaves as `node-down` (exactly once: this runs
--- atomically, and removes them). Answers the newest SEQ (for the
--- reader's lag), or 'reaped' if this node itself was found dead.
+-- found: a node whose last beat is DEAD_AFTER ms older than this node's
+-- own previous beat is removed, and each of its members leaves as
+-- `node-down` (exactly once: this runs atomically, and removes them).
+-- Measuring against the beater's own previous beat, not against the
+-- clock, means that a pause of Redis itself (every node silent at once)
+-- kills nobody. Answers the newest SEQ (for the reader's lag), or
+-- 'reaped' if this node itself had been found dead.
 function OPS.beat()
-  if not redis.call('HGET', p .. 'nodes', node) then
-    redis.call('HSET', p .. 'nodes', node, now)
-    return {'reaped'}
-  end
+  local before = redis.call('HGET', p .. 'nodes', node)
   redis.call('HSET', p .. 'nodes', node, now)
+  if not before then return {'reaped'} end
   local nodes = redis.call('HGETALL', p .. 'nodes')
   for i = 1, #nodes, 2 do
-    if now - tonumber(nodes[i + 1]) > DEAD_AFTER then
+    if tonumber(before) - tonumber(nodes[i + 1]) > DEAD_AFTER then
       local dead = nodes[i]
       redis.call('HDEL', p .. 'nodes', dead)
       local home = redis.call('HGETALL', p .. 'home')
