@@ -234,7 +234,8 @@ impl Broadcaster {
 
     /// Folds what is already waiting into the current batch, until the
     /// batch is full. Departures first, then every waiting inbox message
-    /// (chat lines, joins, renames: small), and payloads only as long as
+    /// (chat lines, joins, renames: small), what a cluster node's room
+    /// threads brought, and payloads only as long as
     /// the batch has room: a flood of payloads delays a chat line by at
     /// most one batch. Returns whether it took anything.
     fn take_waiting(&mut self) -> bool {
@@ -250,6 +251,19 @@ impl Broadcaster {
                     break;
                 };
                 self.handle(msg);
+                took = true;
+            }
+            // A cluster node's numbered events, in batches like the rest.
+            while !self.batch.is_full() {
+                let Ok(event) = self
+                    .lanes
+                    .room_answers
+                    .try_recv()
+                    .or_else(|_| self.lanes.room.try_recv())
+                else {
+                    break;
+                };
+                self.heard(event);
                 took = true;
             }
             if !self.batch.is_full()
