@@ -123,7 +123,7 @@ impl Broadcaster {
     }
 
     /// A `TICK`: the periodic one only from the node that holds the
-    /// room's tick lease (one and a half periods long).
+    /// room's tick lease, one period long (see `OPS.tick` in `room.lua`).
     pub(super) fn propose_tick(&mut self, text: &str, periodic: bool) {
         let mut rest = crate::protocol::format_time(SystemTime::now());
         if !text.is_empty() {
@@ -131,7 +131,7 @@ impl Broadcaster {
             rest.push_str(text);
         }
         let lease = match self.shared.config.tick {
-            Some(period) if periodic => period * 3 / 2,
+            Some(period) if periodic => period,
             _ => Duration::ZERO,
         };
         self.room().propose(Op::Tick { rest, lease });

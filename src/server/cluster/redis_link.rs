@@ -63,8 +63,14 @@ pub(crate) struct RedisLink {
 }
 
 impl RedisLink {
-    /// One attempt to connect (bounded by one second).
+    /// One attempt to connect (at most one second to connect, and
+    /// [`READ_TIMEOUT`] for each answer).
     pub(crate) fn connect(target: &Target) -> RedisResult<RedisLink> {
+        RedisLink::connect_within(target, READ_TIMEOUT)
+    }
+
+    /// One attempt to connect, each step bounded by `limit`.
+    fn connect_within(target: &Target, limit: Duration) -> RedisResult<RedisLink> {
         let Some(client) = &target.client else {
             return Err(redis::RedisError::from((
                 redis::ErrorKind::InvalidClientConfig,
@@ -72,14 +78,17 @@ impl RedisLink {
                 target.url.clone(),
             )));
         };
-        let mut con = client.get_connection_with_timeout(Duration::from_secs(1))?;
-        con.set_read_timeout(Some(READ_TIMEOUT))?;
-        con.set_write_timeout(Some(READ_TIMEOUT))?;
+        let limit = limit.max(Duration::from_millis(10));
+        let mut con = client.get_connection_with_timeout(limit.min(Duration::from_secs(1)))?;
+        con.set_read_timeout(Some(limit.min(READ_TIMEOUT)))?;
+        con.set_write_timeout(Some(limit.min(READ_TIMEOUT)))?;
         let sha: String = redis::cmd("SCRIPT")
             .arg("LOAD")
             .arg(SCRIPT)
             .query(&mut con)?;
         let offset_ms = clock_offset(&mut con)?;
+        con.set_read_timeout(Some(READ_TIMEOUT))?;
+        con.set_write_timeout(Some(READ_TIMEOUT))?;
         Ok(RedisLink {
             con,
             target: target.clone(),
@@ -88,10 +97,11 @@ impl RedisLink {
         })
     }
 
-    /// Tries to connect until `deadline`.
+    /// Tries to connect until `deadline` (no attempt outlives it).
     pub(crate) fn connect_until(target: &Target, deadline: Instant) -> RedisResult<RedisLink> {
         loop {
-            match RedisLink::connect(target) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match RedisLink::connect_within(target, left) {
                 Ok(link) => return Ok(link),
                 Err(e) if Instant::now() + Duration::from_millis(250) >= deadline => {
                     return Err(e);

@@ -179,9 +179,13 @@ function OPS.dm(id, to, text)
   return {'ok', name}
 end
 
--- The periodic TICK, by the node that holds the lease: the lease lasts
--- one and a half periods, so another node takes over within two periods
--- of the ticker's death, and never while it still ticks.
+-- The periodic TICK, by the node that holds the lease. The lease lasts
+-- one period and its holder renews it with each tick. When the holder
+-- dies, the lease runs out at most one period after its last TICK, and
+-- another node's next tick (within one more period) takes it: a TICK
+-- within two periods. A new holder's first TICK comes at least one
+-- period after the old one's last (the lease had to run out): a period
+-- may be skipped, never doubled.
 -- A lease of 0 is the embedding program's notification: always sent.
 function OPS.tick(lease_ms, rest)
   if tonumber(lease_ms) > 0 then
