@@ -41,6 +41,9 @@ use std::time::{Duration, Instant};
 /// burst of four times as many).
 pub(crate) const LIST_BYTES_PER_SECOND: f64 = 64.0 * 1024.0;
 
+/// How long a command waits for a cluster node's answer from Redis.
+const ROOM_ANSWER_WAIT: Duration = Duration::from_secs(5);
+
 /// Whether a command needs a cluster node's room (Redis) to be served:
 /// everything but `/ping`, `/help`, `/quit`, `/pong` and `/auth`.
 fn needs_room(command: &Command<'_>) -> bool {
@@ -262,6 +265,7 @@ impl Client {
                     self.hand_over(Inbox::Nick {
                         id: self.conn.id,
                         new: name.to_string(),
+                        waiting: None,
                     })?;
                 }
                 let ok = ServerLine::Ok {
@@ -278,16 +282,38 @@ impl Client {
     }
 
     /// A cluster node's `/nick`: the naming rules are checked here, and
-    /// whether the name is free in Redis, which answers (`OK nick` or
-    /// `ERR nick-taken`, see `cluster::appender`).
+    /// whether the name is free in Redis, whose answer (`OK nick` or
+    /// `ERR nick-taken`, see `cluster::appender`) this waits for.
     fn nick_in_room(&mut self, name: &str, replies: &mut dyn Replies) -> Result<(), End> {
         if let Err(NickError::Invalid(why)) = check_name(self.conn.id, name) {
             return self.error(replies, ErrorCode::NickInvalid, &why);
         }
+        let (waiting, answer) = bounded(1);
         self.hand_over(Inbox::Nick {
             id: self.conn.id,
             new: name.to_string(),
-        })
+            waiting: Some(waiting),
+        })?;
+        self.room_answer(&answer, replies)
+    }
+
+    /// Waits for the answer to what a cluster node asked Redis, and passes
+    /// it on. The appender answers every question within its timeout; if
+    /// it has not within [`ROOM_ANSWER_WAIT`] (its queue is long), say so.
+    fn room_answer(
+        &mut self,
+        answer: &Receiver<String>,
+        replies: &mut dyn Replies,
+    ) -> Result<(), End> {
+        match answer.recv_timeout(ROOM_ANSWER_WAIT) {
+            Ok(line) => Ok(replies.reply(&self.conn, line.as_bytes())?),
+            Err(RecvTimeoutError::Timeout) => {
+                let text = "the room's store (Redis) did not answer in time; try again";
+                self.error(replies, ErrorCode::Unavailable, text)
+            }
+            // The member is leaving: nobody to tell.
+            Err(RecvTimeoutError::Disconnected) => Ok(()),
+        }
     }
 
     fn list(&mut self, replies: &mut dyn Replies) -> Result<(), End> {
@@ -312,8 +338,8 @@ impl Client {
         text: &str,
         replies: &mut dyn Replies,
     ) -> Result<(), End> {
-        if self.shared.direct_message_in_room(&self.conn, to, text) {
-            return Ok(());
+        if let Some(answer) = self.shared.direct_message_in_room(&self.conn, to, text) {
+            return self.room_answer(&answer, replies);
         }
         let Some((target, name)) = self.shared.registry.find(to) else {
             let text = format!("nobody called {to} is here");

@@ -225,9 +225,14 @@ impl Shared {
     }
 
     /// A cluster node's `/msg`: Redis finds the target's node, and the
-    /// sender hears `OK msg` or `ERR no-such-user` from the appender.
-    /// `false` on a single server: the caller delivers it.
-    pub(crate) fn direct_message_in_room(&self, conn: &Arc<Conn>, to: &str, text: &str) -> bool {
+    /// reply line (`OK msg` or `ERR no-such-user`) comes on the channel
+    /// returned. `None` on a single server: the caller delivers it.
+    pub(crate) fn direct_message_in_room(
+        &self,
+        conn: &Arc<Conn>,
+        to: &str,
+        text: &str,
+    ) -> Option<Receiver<String>> {
         #[cfg(feature = "redis")]
         if let Some(room) = &self.room {
             let text = if text.is_empty() {
@@ -236,11 +241,17 @@ impl Shared {
                 format!(" {text}")
             };
             let (conn, to) = (Arc::clone(conn), to.to_string());
-            room.propose(cluster::Op::Dm { conn, to, text });
-            return true;
+            let (reply, answer) = bounded(1);
+            room.propose(cluster::Op::Dm {
+                conn,
+                to,
+                text,
+                reply,
+            });
+            return Some(answer);
         }
         let _ = (conn, to, text);
-        false
+        None
     }
 
     /// A cluster node's view of its room.

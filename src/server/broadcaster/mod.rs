@@ -72,8 +72,15 @@ pub(crate) enum Inbox {
     },
     /// A member said `text`.
     Say { id: ClientId, text: String },
-    /// A member took a new name (already taken in the client map).
-    Nick { id: ClientId, new: String },
+    /// A member took a new name (already taken in the client map). On a
+    /// cluster node, Redis decides instead, and the reply line goes to
+    /// `waiting` (see `cluster::Asker`).
+    Nick {
+        id: ClientId,
+        new: String,
+        #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+        waiting: Option<Sender<String>>,
+    },
     /// A member's connection ends (the closer has claimed it); announce its
     /// `LEAVE`. With `bye`, the server is the one closing: first deliver
     /// what the member is owed, then say `BYE`, then close its socket.
@@ -312,7 +319,7 @@ impl Broadcaster {
                     });
                 }
             }
-            Inbox::Nick { id, new } => self.announce_rename(id, new),
+            Inbox::Nick { id, new, .. } => self.announce_rename(id, new),
             Inbox::Leave { id, bye } => self.say_goodbye(id, bye),
             Inbox::Notify { text } => self.notify(&text),
             Inbox::Resume {

@@ -21,7 +21,7 @@
 //!   That member's connection is then closed here.
 
 use super::*;
-use crate::server::cluster::{AfterTakeOver, Entry, Op, RoomEvent, Snapshot};
+use crate::server::cluster::{AfterTakeOver, Asker, Entry, Op, RoomEvent, Snapshot};
 use std::time::{Duration, Instant};
 
 /// A member's `from_seq` until its `JOIN` has come back from the log.
@@ -85,10 +85,10 @@ impl Broadcaster {
                     self.room().propose(Op::Say { conn, text });
                 }
             }
-            Inbox::Nick { id, new } => {
+            Inbox::Nick { id, new, waiting } => {
                 if let Some(conn) = self.staying(id) {
-                    let answer = true;
-                    self.room().propose(Op::Nick { conn, new, answer });
+                    let asker = waiting.map_or(Asker::Stream, Asker::Waiting);
+                    self.room().propose(Op::Nick { conn, new, asker });
                 }
             }
             Inbox::Leave { id, bye } => self.leave_room(id, bye),
@@ -326,8 +326,8 @@ impl Broadcaster {
                 if let Some(new) = name.filter(|_| !named)
                     && let Some(conn) = self.staying(conn.id)
                 {
-                    let answer = false;
-                    self.room().propose(Op::Nick { conn, new, answer });
+                    let asker = Asker::Stream;
+                    self.room().propose(Op::Nick { conn, new, asker });
                 }
             }
         }
@@ -359,8 +359,8 @@ impl Broadcaster {
             }
             None => {
                 if let Some(new) = start.name {
-                    let (conn, answer) = (Arc::clone(conn), false);
-                    self.room().propose(Op::Nick { conn, new, answer });
+                    let (conn, asker) = (Arc::clone(conn), Asker::Stream);
+                    self.room().propose(Op::Nick { conn, new, asker });
                 }
             }
         }

@@ -40,11 +40,11 @@ pub(crate) enum Op {
         bytes: Vec<u8>,
         held: (Reservation, Sender<()>),
     },
-    /// A member takes a new name (answered with `OK nick` if `answer`).
+    /// A member takes a new name.
     Nick {
         conn: Arc<Conn>,
         new: String,
-        answer: bool,
+        asker: Asker,
     },
     /// A member leaves; with `remember`, its key gives its name back later.
     Leave {
@@ -58,11 +58,12 @@ pub(crate) enum Op {
         key: String,
         then: AfterTakeOver,
     },
-    /// `/msg TO TEXT`.
+    /// `/msg TO TEXT`; its `OK msg` or `ERR` goes to `reply`.
     Dm {
         conn: Arc<Conn>,
         to: String,
         text: String,
+        reply: Sender<String>,
     },
     /// The periodic `TICK` (`rest` is `TIME TEXT`), if this node holds
     /// the lease.
@@ -71,6 +72,15 @@ pub(crate) enum Op {
     Ids,
     /// This node stops: tell the room, and end the thread.
     Stop,
+}
+
+/// Who hears how a `/nick` went.
+pub(crate) enum Asker {
+    /// The command's sender (a session, or an HTTP request) waits for its
+    /// reply line, `OK nick NAME` or `ERR …`, on this channel.
+    Waiting(Sender<String>),
+    /// An event stream's `name=`: only an error, on the stream itself.
+    Stream,
 }
 
 /// What was waiting for a [`Op::TakeOver`].
@@ -275,7 +285,7 @@ impl Appender {
                 // Its memory back, and its session may go on.
                 drop(held);
             }
-            Op::Nick { conn, new, answer } => self.renamed(&conn, &new, answer, word),
+            Op::Nick { conn, new, asker } => self.renamed(&conn, &new, &asker, word),
             Op::Leave {
                 id,
                 reason,
@@ -314,23 +324,26 @@ impl Appender {
                     then,
                 });
             }
-            Op::Dm { conn, to, .. } => match word {
-                Some("ok") => {
-                    let name = answer.and_then(|a| nth_text(a, 1)).unwrap_or(to);
-                    self.answer(
-                        &conn,
-                        &ServerLine::Ok {
+            Op::Dm { to, reply, .. } => {
+                let line = match word {
+                    Some("ok") => {
+                        let name = answer.and_then(|a| nth_text(a, 1)).unwrap_or(to);
+                        let ok = ServerLine::Ok {
                             what: "msg",
                             detail: &name,
-                        },
-                    );
-                }
-                Some("no-such-user") => {
-                    let text = format!("nobody called {to} is here");
-                    self.error(&conn, ErrorCode::NoSuchUser, &text);
-                }
-                _ => self.error(&conn, ErrorCode::Unavailable, UNAVAILABLE),
-            },
+                        };
+                        ok.to_line()
+                    }
+                    Some("no-such-user") => {
+                        let text = format!("nobody called {to} is here");
+                        let code = ErrorCode::NoSuchUser;
+                        ServerLine::Err { code, text: &text }.to_line()
+                    }
+                    _ => unavailable(),
+                };
+                // The sender waits for it (or has gone: nobody to tell).
+                let _ = reply.try_send(line);
+            }
             Op::Ids if word == Some("ok") => {
                 if let Some(answer) = answer
                     && let (Some(first), Some(last)) =
@@ -343,23 +356,35 @@ impl Appender {
         }
     }
 
-    fn renamed(&mut self, conn: &Arc<Conn>, new: &str, answer: bool, word: Option<&str>) {
-        match word {
+    fn renamed(&mut self, conn: &Arc<Conn>, new: &str, asker: &Asker, word: Option<&str>) {
+        let line = match word {
             Some("ok") => {
                 self.shared.registry.set_name(conn.id, new);
-                if answer {
-                    self.answer(
-                        conn,
-                        &ServerLine::Ok {
-                            what: "nick",
-                            detail: new,
-                        },
-                    );
+                let ok = ServerLine::Ok {
+                    what: "nick",
+                    detail: new,
+                };
+                ok.to_line()
+            }
+            Some("taken") => {
+                let text = format!("{new} is taken");
+                let code = ErrorCode::NickTaken;
+                ServerLine::Err { code, text: &text }.to_line()
+            }
+            // Its connection is ending: nobody to tell.
+            Some("gone") => return,
+            _ => unavailable(),
+        };
+        match asker {
+            Asker::Waiting(reply) => {
+                let _ = reply.try_send(line);
+            }
+            Asker::Stream if word != Some("ok") => {
+                if let Err(e) = conn.send_line(line.as_bytes()) {
+                    self.shared.drop_client(conn, e.reason());
                 }
             }
-            Some("taken") => self.error(conn, ErrorCode::NickTaken, &format!("{new} is taken")),
-            Some("gone") => {}
-            _ => self.error(conn, ErrorCode::Unavailable, UNAVAILABLE),
+            Asker::Stream => {}
         }
     }
 
@@ -378,6 +403,16 @@ impl Appender {
             self.shared.drop_client(conn, e.reason());
         }
     }
+}
+
+/// `ERR unavailable …`, as a line.
+fn unavailable() -> String {
+    let code = ErrorCode::Unavailable;
+    ServerLine::Err {
+        code,
+        text: UNAVAILABLE,
+    }
+    .to_line()
 }
 
 /// Whether an answer means the event was not appended, for a reason the
@@ -416,7 +451,7 @@ fn call(link: &RedisLink, op: &Op, epoch: &str) -> Cmd {
         Op::TakeOver { conn, key, .. } => {
             link.script("takeover", epoch, &[id(conn).as_bytes(), key.as_bytes()])
         }
-        Op::Dm { conn, to, text } => link.script(
+        Op::Dm { conn, to, text, .. } => link.script(
             "dm",
             epoch,
             &[id(conn).as_bytes(), to.as_bytes(), text.as_bytes()],

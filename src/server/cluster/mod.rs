@@ -59,7 +59,7 @@ mod entry;
 mod reader;
 mod redis_link;
 
-pub(crate) use appender::{AfterTakeOver, Op, TakenOver};
+pub(crate) use appender::{AfterTakeOver, Asker, Op, TakenOver};
 pub(crate) use entry::{Entry, Snapshot};
 
 use super::Shared;
