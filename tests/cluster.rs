@@ -1347,3 +1347,47 @@ fn room_names_are_checked() {
     let n = node(&redis, &longest, &[]);
     let (_, _) = join(n.addr);
 }
+
+/// `POST /line` on a node's HTTP port answers `/nick` and `/msg` as a
+/// single server does, although Redis decides them: `200 OK nick`, `409`
+/// for a name another node's client holds, `200 OK msg` for a member of
+/// another node (who gets the `DM`), `404` for nobody.
+#[test]
+#[ignore = "needs redis-server; scripts/test installs it"]
+fn post_line_answers_nick_and_msg_from_redis() {
+    let redis = Redis::start();
+    let na = node(&redis, "post", &["--http", "127.0.0.1:0"]);
+    let nb = node(&redis, "post", &[]);
+    let line = na.stderr.recv_timeout(WAIT).expect("no http line");
+    let http: SocketAddr = line
+        .strip_prefix("tickcast http on http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("second line was {line:?}"))
+        .parse()
+        .unwrap();
+    let mut web = support::http::stream(http, "");
+    let (mut bob, _) = join(nb.addr);
+    bob.line("/nick bob");
+    assert_eq!(bob.reply(), "OK nick bob");
+
+    let answer = support::http::post_line(http, &web.key, "/nick webby");
+    assert_eq!(
+        (answer.status, answer.text().trim()),
+        (200, "OK nick webby")
+    );
+    let answer = support::http::post_line(http, &web.key, "/nick BOB");
+    assert_eq!(answer.status, 409, "{}", answer.text());
+    assert!(
+        answer.text().starts_with("ERR nick-taken"),
+        "{}",
+        answer.text()
+    );
+    let answer = support::http::post_line(http, &web.key, "/msg bob psst");
+    assert_eq!((answer.status, answer.text().trim()), (200, "OK msg bob"));
+    assert_eq!(bob.reply_within(WAIT), "DM webby psst");
+    let answer = support::http::post_line(http, &web.key, "/msg nobody hi");
+    assert_eq!(answer.status, 404, "{}", answer.text());
+    // The stream sees its own rename among the room's events (each read is
+    // bounded).
+    while !web.sse.next_broadcast().line().ends_with(" webby") {}
+}

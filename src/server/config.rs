@@ -297,3 +297,39 @@ impl Config {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_room(redis: &str, room: &str) -> Config {
+        Config {
+            cluster: Some(ClusterConfig {
+                redis: redis.to_string(),
+                room: room.to_string(),
+            }),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn a_room_name_is_1_to_64_safe_characters() {
+        let url = "redis://127.0.0.1:6379/0";
+        for good in ["office", "a", "A-z_0.9", &"r".repeat(64)] {
+            assert_eq!(with_room(url, good).validate(), Ok(()), "{good:?}");
+        }
+        for bad in ["", "bad room", "a/b", "a:b", "café", "{x}", &"r".repeat(65)] {
+            let error = with_room(url, bad).validate().unwrap_err();
+            assert_eq!(error.option, "--room", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn redis_must_be_a_redis_url() {
+        let error = with_room("127.0.0.1:6379", "office")
+            .validate()
+            .unwrap_err();
+        assert_eq!(error.option, "--redis");
+        assert!(error.problem.contains("redis://"), "{}", error.problem);
+    }
+}
