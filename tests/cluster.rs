@@ -1391,3 +1391,41 @@ fn post_line_answers_nick_and_msg_from_redis() {
     // bounded).
     while !web.sse.next_broadcast().line().ends_with(" webby") {}
 }
+
+/// Replies come back in the order of the commands, as PROTOCOL.md
+/// promises, although a cluster node's answers to `/nick`, `/msg` and a
+/// refused chat line come from Redis: a pipelined burst gets its replies
+/// in order, and a chat line refused while Redis is paused gets its
+/// `ERR unavailable` before the `PONG` of the `/ping` sent after it.
+#[test]
+#[ignore = "needs redis-server; scripts/test installs it"]
+fn replies_come_in_the_order_of_the_commands() {
+    let redis = Redis::start();
+    let n = node(&redis, "order", &[]);
+    let (mut c, _) = join(n.addr);
+    c.send("/nick zz9\n/list\n/msg zz9 hi\n/ping p1\n/nick zz8\n/ping p2\n");
+    // The DM to itself comes among them, whenever its node delivers it.
+    let replies: Vec<String> = (0..7)
+        .map(|_| c.reply_within(WAIT))
+        .filter(|line| line != "DM zz9 hi")
+        .collect();
+    assert_eq!(
+        replies,
+        [
+            "OK nick zz9",
+            "USERS 1 zz9",
+            "OK msg zz9",
+            "PONG p1",
+            "OK nick zz8",
+            "PONG p2"
+        ]
+    );
+    redis.pause();
+    c.send("said while Redis is paused\n/ping p3\n");
+    let limit = UNAVAILABLE_WITHIN + GRACE;
+    let first = c.reply_within(limit);
+    let second = c.reply_within(limit);
+    redis.resume();
+    assert!(first.starts_with("ERR unavailable "), "{first:?}");
+    assert_eq!(second, "PONG p3");
+}

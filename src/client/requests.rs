@@ -26,12 +26,14 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 /// Errors any line can get back, whatever its command.
-const ANY_LINE: [ErrorCode; 5] = [
+const ANY_LINE: [ErrorCode; 6] = [
     ErrorCode::RateLimited,
     ErrorCode::AuthRequired,
     ErrorCode::LineTooLong,
     ErrorCode::InvalidUtf8,
     ErrorCode::InvalidText,
+    // A cluster node that cannot reach Redis (docs/CLUSTER.md).
+    ErrorCode::Unavailable,
 ];
 
 /// A command waiting for its reply.

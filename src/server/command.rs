@@ -26,6 +26,7 @@ use super::Shared;
 use super::broadcaster::{Inbox, Payload};
 use super::budget::Reservation;
 use super::conn::Conn;
+use super::in_flight::InFlight;
 use super::outbox::WriteError;
 use super::rate::TokenBucket;
 use super::registry::{NickError, check_name};
@@ -125,6 +126,9 @@ pub(crate) struct Client {
     in_flight: Option<Receiver<()>>,
     /// Scratch space for encoding replies.
     out: Vec<u8>,
+    /// On a cluster node: chat lines whose answer may still come from the
+    /// appender; a reply waits for them (see `in_flight`).
+    room_lines: Option<Arc<InFlight>>,
 }
 
 impl Client {
@@ -139,6 +143,7 @@ impl Client {
             authed: config.token.is_none(),
             in_flight: None,
             out: Vec::new(),
+            room_lines: shared.in_cluster().then(Arc::default),
             shared,
             conn,
         }
@@ -219,10 +224,14 @@ impl Client {
     ) -> Result<Outcome<'a>, End> {
         let id = self.conn.id;
         match command {
-            Command::Say(text) => self.hand_over(Inbox::Say {
-                id,
-                text: text.to_string(),
-            })?,
+            Command::Say(text) => {
+                let ticket = self.room_lines.as_ref().map(InFlight::ticket);
+                self.hand_over(Inbox::Say {
+                    id,
+                    text: text.to_string(),
+                    ticket,
+                })?
+            }
             Command::Nick(name) => self.nick(name, replies)?,
             Command::List => self.list(replies)?,
             Command::Msg { to, text } => self.direct_message(to, text, replies)?,
@@ -237,7 +246,7 @@ impl Client {
                     detail: "",
                 };
                 ok.encode(&mut self.out);
-                replies.reply(&self.conn, &self.out)?;
+                self.send_reply(replies)?;
             }
             Command::Quit(_) => return Ok(Outcome::Quit),
             // What only the TCP line protocol has:
@@ -306,7 +315,11 @@ impl Client {
         replies: &mut dyn Replies,
     ) -> Result<(), End> {
         match answer.recv_timeout(ROOM_ANSWER_WAIT) {
-            Ok(line) => Ok(replies.reply(&self.conn, line.as_bytes())?),
+            Ok(line) => {
+                self.out.clear();
+                self.out.extend_from_slice(line.as_bytes());
+                self.send_reply(replies)
+            }
             Err(RecvTimeoutError::Timeout) => {
                 let text = "the room's store (Redis) did not answer in time; try again";
                 self.error(replies, ErrorCode::Unavailable, text)
@@ -329,7 +342,7 @@ impl Client {
                 &format!("/list is limited to 64 KiB of names per second; try again in {wait} s"),
             );
         }
-        Ok(replies.reply(&self.conn, &self.out)?)
+        self.send_reply(replies)
     }
 
     fn direct_message(
@@ -431,6 +444,15 @@ impl Client {
     ) -> Result<(), End> {
         self.out.clear();
         line.encode(&mut self.out);
+        self.send_reply(replies)
+    }
+
+    /// Writes the reply in `out`, after whatever the appender still has to
+    /// say about this client's earlier chat lines (a cluster node).
+    fn send_reply(&mut self, replies: &mut dyn Replies) -> Result<(), End> {
+        if let Some(lines) = &self.room_lines {
+            lines.settle(ROOM_ANSWER_WAIT);
+        }
         Ok(replies.reply(&self.conn, &self.out)?)
     }
 

@@ -78,6 +78,7 @@ mod flusher;
 mod handle;
 mod history;
 mod http_door;
+mod in_flight;
 mod keys;
 mod outbox;
 mod rate;

@@ -49,6 +49,7 @@ use super::budget::Reservation;
 use super::conn::Conn;
 use super::event::{ClientId, ServerEvent};
 use super::history::History;
+use super::in_flight::Ticket;
 use super::keys::{KeyHolder, SessionKeys};
 use super::registry::NickError;
 use super::{Shared, TickInfo};
@@ -70,8 +71,13 @@ pub(crate) enum Inbox {
         name: String,
         stream: Option<StreamStart>,
     },
-    /// A member said `text`.
-    Say { id: ClientId, text: String },
+    /// A member said `text`. On a cluster node `ticket` goes with it to
+    /// the appender (see `in_flight`).
+    Say {
+        id: ClientId,
+        text: String,
+        ticket: Option<Ticket>,
+    },
     /// A member took a new name (already taken in the client map). On a
     /// cluster node, Redis decides instead, and the reply line goes to
     /// `waiting` (see `cluster::Asker`).
@@ -293,7 +299,7 @@ impl Broadcaster {
         }
         match msg {
             Inbox::Join { conn, name, stream } => self.join(conn, name, stream),
-            Inbox::Say { id, text } => {
+            Inbox::Say { id, text, .. } => {
                 // A member dropped meanwhile (slow consumer, replaced) is
                 // not healthy: what it said last goes with it.
                 let Some(name) = self.members.get(&id).map(|m| m.name.clone()) else {

@@ -75,14 +75,14 @@ impl Broadcaster {
                     self.start_stream_in_room(&conn, start);
                 }
             }
-            Inbox::Say { id, text } => {
+            Inbox::Say { id, text, ticket } => {
                 if let Some(conn) = self.staying(id) {
                     let text = if text.is_empty() {
                         text
                     } else {
                         format!(" {text}")
                     };
-                    self.room().propose(Op::Say { conn, text });
+                    self.room().propose(Op::Say { conn, text, ticket });
                 }
             }
             Inbox::Nick { id, new, waiting } => {
@@ -159,11 +159,12 @@ impl Broadcaster {
             None if stopping => Reason::Shutdown,
             None => Reason::Error,
         };
-        let remember = true;
+        let (remember, epoch) = (true, self.shared.epoch.get());
         self.room().propose(Op::Leave {
             id,
             reason,
             remember,
+            epoch,
         });
     }
 
@@ -275,10 +276,12 @@ impl Broadcaster {
             for (&id, member) in &self.members {
                 if member.leaving.is_none() {
                     let (reason, remember) = (Reason::Unavailable, true);
+                    let epoch = self.shared.epoch.get();
                     self.room().propose(Op::Leave {
                         id,
                         reason,
                         remember,
+                        epoch,
                     });
                 }
             }

@@ -22,6 +22,7 @@ use crate::server::broadcaster::ResumeResult;
 use crate::server::budget::Reservation;
 use crate::server::conn::Conn;
 use crate::server::event::{ClientId, ServerEvent};
+use crate::server::in_flight::Ticket;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::{Cmd, Value};
 use std::sync::Arc;
@@ -31,8 +32,13 @@ use std::time::{Duration, Instant};
 pub(crate) enum Op {
     /// A connection joins the room under its guest name.
     Join { conn: Arc<Conn> },
-    /// A member said something.
-    Say { conn: Arc<Conn>, text: String },
+    /// A member said something; `ticket` is dropped once the member has
+    /// been told what there is to tell (see `server::in_flight`).
+    Say {
+        conn: Arc<Conn>,
+        text: String,
+        ticket: Option<Ticket>,
+    },
     /// A member's payload; `held` (its share of `--max-memory`, and what
     /// its session waits on) is let go once the call is answered.
     Data {
@@ -47,10 +53,13 @@ pub(crate) enum Op {
         asker: Asker,
     },
     /// A member leaves; with `remember`, its key gives its name back later.
+    /// It leaves the room of `epoch` only: retried after Redis came back
+    /// empty, it must not remove whoever has its id in the new room.
     Leave {
         id: ClientId,
         reason: Reason,
         remember: bool,
+        epoch: Arc<str>,
     },
     /// A connection presents an older connection's KEY.
     TakeOver {
@@ -275,8 +284,12 @@ impl Appender {
                 }
                 let _ = self.events.send(RoomEvent::LeaveSettled(conn.id));
             }
-            Op::Say { conn, .. } if refused(word) => {
-                self.error(&conn, ErrorCode::Unavailable, UNAVAILABLE);
+            Op::Say { conn, ticket, .. } => {
+                if refused(word) {
+                    self.error(&conn, ErrorCode::Unavailable, UNAVAILABLE);
+                }
+                // Said: the session may write its next reply.
+                drop(ticket);
             }
             Op::Data { conn, held, .. } => {
                 if refused(word) {
@@ -290,12 +303,14 @@ impl Appender {
                 id,
                 reason,
                 remember,
+                epoch,
             } if word != Some("ok") => {
                 if answer.is_none() {
                     let again = Op::Leave {
                         id,
                         reason,
                         remember,
+                        epoch,
                     };
                     self.leaves.push(again);
                 }
@@ -360,6 +375,11 @@ impl Appender {
         let line = match word {
             Some("ok") => {
                 self.shared.registry.set_name(conn.id, new);
+                // `/list` shows it at once (the NICK from the log says the
+                // same a moment later); a member that left stays gone.
+                if let Some(name) = self.room().roster.lock().get_mut(&conn.id) {
+                    *name = new.to_string();
+                }
                 let ok = ServerLine::Ok {
                     what: "nick",
                     detail: new,
@@ -428,7 +448,7 @@ fn call(link: &RedisLink, op: &Op, epoch: &str) -> Cmd {
         Op::Join { conn } => {
             link.script("join", epoch, &[id(conn).as_bytes(), conn.key.as_bytes()])
         }
-        Op::Say { conn, text } => {
+        Op::Say { conn, text, .. } => {
             link.script("say", epoch, &[id(conn).as_bytes(), text.as_bytes()])
         }
         Op::Data { conn, bytes, .. } => link.script("data", epoch, &[id(conn).as_bytes(), bytes]),
@@ -439,12 +459,13 @@ fn call(link: &RedisLink, op: &Op, epoch: &str) -> Cmd {
             id,
             reason,
             remember,
+            epoch: its_epoch,
         } => {
             let remember: &[u8] = if *remember { b"1" } else { b"0" };
             let id = id.0.to_string();
             link.script(
                 "leave",
-                epoch,
+                its_epoch,
                 &[id.as_bytes(), reason.as_str().as_bytes(), remember],
             )
         }
