@@ -159,8 +159,8 @@ pub struct ServeArgs {
     #[argh(option)]
     redis: Option<String>,
 
-    /// the room's name in Redis: nodes with the same --redis and --room are
-    /// one hub; 1 to 64 of A-Z a-z 0-9 _ - . [tickcast]
+    /// the room's name in Redis: nodes with the same --redis and --room
+    /// serve one room together; 1 to 64 of A-Z a-z 0-9 _ - . [tickcast]
     #[argh(option)]
     room: Option<String>,
 

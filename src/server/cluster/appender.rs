@@ -225,7 +225,11 @@ impl Appender {
     /// Redis stopped answering: the room is down for this node.
     fn lost(&mut self, e: &redis::RedisError) {
         if self.room().is_up() {
-            let text = format!("lost Redis ({e}); lines that need it get ERR unavailable");
+            let text = format!(
+                "lost Redis at {}: {}; lines that need it get ERR unavailable until it is back",
+                self.target.url(),
+                super::redis_link::in_words(e)
+            );
             self.report(false, text);
         }
         self.room().set_up(false);
@@ -316,48 +320,10 @@ impl Appender {
                 }
                 let _ = self.events.send(RoomEvent::LeaveSettled(id));
             }
-            Op::TakeOver { conn, then, .. } => {
-                let name = answer.and_then(|a| nth_text(a, 1));
-                let outcome = match word {
-                    Some("ok") => Ok(TakenOver {
-                        named: name.is_some_and(|n| !n.is_empty()),
-                        taken: None,
-                    }),
-                    Some("taken") => Ok(TakenOver {
-                        named: false,
-                        taken: name,
-                    }),
-                    Some("bad-key") => Err((
-                        ErrorCode::BadKey,
-                        "that key matches no connection".to_string(),
-                    )),
-                    _ => Err((ErrorCode::Unavailable, UNAVAILABLE.to_string())),
-                };
-                let _ = self.events.send(RoomEvent::TookOver {
-                    conn,
-                    outcome,
-                    then,
-                });
-            }
+            Op::TakeOver { conn, then, .. } => self.took_over(conn, then, word, answer),
             Op::Dm { to, reply, .. } => {
-                let line = match word {
-                    Some("ok") => {
-                        let name = answer.and_then(|a| nth_text(a, 1)).unwrap_or(to);
-                        let ok = ServerLine::Ok {
-                            what: "msg",
-                            detail: &name,
-                        };
-                        ok.to_line()
-                    }
-                    Some("no-such-user") => {
-                        let text = format!("nobody called {to} is here");
-                        let code = ErrorCode::NoSuchUser;
-                        ServerLine::Err { code, text: &text }.to_line()
-                    }
-                    _ => unavailable(),
-                };
                 // The sender waits for it (or has gone: nobody to tell).
-                let _ = reply.try_send(line);
+                let _ = reply.try_send(dm_reply(&to, word, answer));
             }
             Op::Ids if word == Some("ok") => {
                 if let Some(answer) = answer
@@ -369,6 +335,39 @@ impl Appender {
             }
             _ => {}
         }
+    }
+
+    /// Hands the outcome of a KEY presented to the room to the
+    /// broadcaster, with what waits for it.
+    fn took_over(
+        &self,
+        conn: Arc<Conn>,
+        then: AfterTakeOver,
+        word: Option<&str>,
+        answer: Option<&Value>,
+    ) {
+        let name = answer.and_then(|a| nth_text(a, 1));
+        let outcome = match word {
+            Some("ok") => Ok(TakenOver {
+                named: name.is_some_and(|n| !n.is_empty()),
+                taken: None,
+            }),
+            Some("taken") => Ok(TakenOver {
+                named: false,
+                taken: name,
+            }),
+            Some("bad-key") => Err((
+                ErrorCode::BadKey,
+                "that key matches no connection".to_string(),
+            )),
+            _ => Err((ErrorCode::Unavailable, UNAVAILABLE.to_string())),
+        };
+        let event = RoomEvent::TookOver {
+            conn,
+            outcome,
+            then,
+        };
+        let _ = self.events.send(event);
     }
 
     fn renamed(&mut self, conn: &Arc<Conn>, new: &str, asker: &Asker, word: Option<&str>) {
@@ -422,6 +421,26 @@ impl Appender {
         if let Err(e) = conn.send_line(line.to_line().as_bytes()) {
             self.shared.drop_client(conn, e.reason());
         }
+    }
+}
+
+/// The reply to `/msg TO`: `OK msg NAME`, or why not.
+fn dm_reply(to: &str, word: Option<&str>, answer: Option<&Value>) -> String {
+    match word {
+        Some("ok") => {
+            let name = answer.and_then(|a| nth_text(a, 1));
+            let ok = ServerLine::Ok {
+                what: "msg",
+                detail: name.as_deref().unwrap_or(to),
+            };
+            ok.to_line()
+        }
+        Some("no-such-user") => {
+            let text = format!("nobody called {to} is here");
+            let code = ErrorCode::NoSuchUser;
+            ServerLine::Err { code, text: &text }.to_line()
+        }
+        _ => unavailable(),
     }
 }
 

@@ -47,6 +47,11 @@ impl Target {
         }
     }
 
+    /// The Redis URL, for messages.
+    pub(crate) fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The key of the room called `name`.
     pub(crate) fn key(&self, name: &str) -> String {
         format!("{}{name}", self.prefix)
@@ -202,7 +207,24 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// A Redis error in a few words.
+/// A Redis error in words an operator can act on.
 pub(crate) fn in_words(e: &redis::RedisError) -> String {
-    e.to_string()
+    use std::io::ErrorKind::{TimedOut, WouldBlock};
+    let io = std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    if matches!(io, Some(TimedOut | WouldBlock)) || e.is_timeout() {
+        format!(
+            "no answer within {} s (is Redis paused, overloaded or far away?)",
+            READ_TIMEOUT.as_secs_f64()
+        )
+    } else if e.is_connection_refusal() {
+        "connection refused (is redis-server running there?)".to_string()
+    } else if e.is_connection_dropped() {
+        format!("Redis closed the connection ({e})")
+    } else if e.kind() == redis::ErrorKind::Parse {
+        "what answered is not Redis (wrong port?)".to_string()
+    } else {
+        e.to_string()
+    }
 }

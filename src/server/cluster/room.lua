@@ -29,8 +29,10 @@
 --
 -- Every answer is a table whose first element is a word: 'ok' and what
 -- was asked, or why not ('epoch', 'late', 'gone', 'taken', ...). The
--- script never raises an error: one failing call must not fail the
--- others pipelined with it.
+-- script never returns an error on purpose: one refused call must not
+-- look like a failure of the others pipelined with it. (Redis itself may
+-- still fail a call: out of memory under `noeviction`, say. The node
+-- then treats Redis as lost.)
 
 local p = KEYS[1]
 local op, epoch, deadline, node, keep =
