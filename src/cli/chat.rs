@@ -131,6 +131,8 @@ pub fn run(args: ChatArgs) -> Result<(), Box<dyn Error>> {
         down: BTreeSet::new(),
         gap_since_loss: false,
         said_shutdown: false,
+        said_unavailable: false,
+        several: addrs.len() > 1,
     };
 
     let (interrupt_tx, interrupt) = bounded(1);
@@ -346,6 +348,11 @@ struct Printer {
     /// The server said `BYE shutdown` before the connection was lost: a
     /// clean stop, which delivers everything it accepted.
     said_shutdown: bool,
+    /// A `BYE unavailable` was shown since the last connection was made:
+    /// one line per outage of a cluster's Redis, not one per attempt.
+    said_unavailable: bool,
+    /// Several addresses were given: a stopped server means moving on.
+    several: bool,
 }
 
 impl Printer {
@@ -521,8 +528,18 @@ impl Printer {
                 reason: Reason::Quit,
                 ..
             } => return None,
+            Event::Bye {
+                reason: Reason::Unavailable,
+                ..
+            } => {
+                if std::mem::replace(&mut self.said_unavailable, true) {
+                    return None;
+                }
+                "* the server cannot reach the room's store (Redis) now; trying again…".into()
+            }
             Event::Bye { reason, .. } => format!("* the server says goodbye ({reason})"),
             Event::Connected { link, name, .. } => {
+                self.said_unavailable = false;
                 if self.down.remove(link) {
                     format!("* reconnected as {}", self.name(name))
                 } else {
@@ -535,7 +552,9 @@ impl Printer {
                 if !self.down.insert(*link) {
                     return None;
                 }
-                if self.said_shutdown {
+                if self.said_shutdown && self.several {
+                    "* that server stopped; moving to the next one…".into()
+                } else if self.said_shutdown {
                     "* the server stopped; reconnecting when it is back…".into()
                 } else {
                     format!("* lost the connection ({cause}); reconnecting…")
