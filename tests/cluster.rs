@@ -1429,3 +1429,38 @@ fn replies_come_in_the_order_of_the_commands() {
     assert!(first.starts_with("ERR unavailable "), "{first:?}");
     assert_eq!(second, "PONG p3");
 }
+
+/// An event stream's `name=` keeps to the naming rules on a cluster node
+/// too: one with a line break in it gets `event: err` (`nick-invalid`),
+/// nothing forged reaches the room, and the node (with a stream member,
+/// which once made it stop) goes on serving.
+#[test]
+#[ignore = "needs redis-server; scripts/test installs it"]
+fn a_streams_name_is_checked_and_cannot_forge_events() {
+    let redis = Redis::start();
+    let na = node(&redis, "forge", &["--http", "127.0.0.1:0"]);
+    let line = na.stderr.recv_timeout(WAIT).expect("no http line");
+    let http: SocketAddr = line
+        .strip_prefix("tickcast http on http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("second line was {line:?}"))
+        .parse()
+        .unwrap();
+    let mut watcher = support::http::stream(http, "");
+    let (mut tcp, _) = join(na.addr);
+    let target = "/events?name=evil%0AMSG%20999999%20admin%20pwned";
+    let mut evil = support::http::Sse::open(http, target, &[]);
+    let err = loop {
+        let e = evil.next_any().expect("the stream ended");
+        if e.event.as_deref() == Some("err") {
+            break e;
+        }
+    };
+    assert!(err.data[0].starts_with("ERR nick-invalid"), "{err:?}");
+    // The room goes on, and saw nothing forged.
+    tcp.line("still here");
+    let mut seen = Vec::new();
+    until_msg_sent(&mut tcp, "still here", &mut seen);
+    assert!(seen.iter().all(|e| !e.line.contains("pwned")), "{seen:?}");
+    while !watcher.sse.next_broadcast().line().ends_with("still here") {}
+}

@@ -76,8 +76,10 @@ impl Wire {
     pub(crate) fn broadcast(self, encoded: &Bytes, epoch: &str) -> Bytes {
         match self {
             Wire::Line => encoded.clone(),
-            // Everything the broadcaster encodes is one broadcast event.
-            Wire::Sse => sse::broadcast(encoded, epoch).expect("a broadcast event"),
+            // Everything the broadcaster encodes is one broadcast event;
+            // were one not (a cluster's log is written by others too),
+            // it goes out as a plain event rather than stop the server.
+            Wire::Sse => sse::broadcast(encoded, epoch).unwrap_or_else(|_| self.replies(encoded)),
         }
     }
 }

@@ -22,6 +22,7 @@
 
 use super::*;
 use crate::server::cluster::{AfterTakeOver, Asker, Entry, Op, RoomEvent, Snapshot};
+use crate::server::registry::check_name;
 use std::time::{Duration, Instant};
 
 /// A member's `from_seq` until its `JOIN` has come back from the log.
@@ -329,8 +330,7 @@ impl Broadcaster {
                 if let Some(new) = name.filter(|_| !named)
                     && let Some(conn) = self.staying(conn.id)
                 {
-                    let asker = Asker::Stream;
-                    self.room().propose(Op::Nick { conn, new, asker });
+                    self.propose_stream_name(&conn, new);
                 }
             }
         }
@@ -362,11 +362,26 @@ impl Broadcaster {
             }
             None => {
                 if let Some(new) = start.name {
-                    let (conn, asker) = (Arc::clone(conn), Asker::Stream);
-                    self.room().propose(Op::Nick { conn, new, asker });
+                    self.propose_stream_name(conn, new);
                 }
             }
         }
+    }
+
+    /// An event stream's `name=`, checked against the naming rules here
+    /// (as the single server's `Registry::rename` does) before Redis
+    /// decides whether it is free.
+    fn propose_stream_name(&mut self, conn: &Arc<Conn>, new: String) {
+        if let Err(NickError::Invalid(why)) = check_name(conn.id, &new) {
+            let code = ErrorCode::NickInvalid;
+            let line = ServerLine::Err { code, text: &why }.to_line();
+            if let Err(e) = conn.send_line(line.as_bytes()) {
+                self.shared.drop_client(conn, e.reason());
+            }
+            return;
+        }
+        let (conn, asker) = (Arc::clone(conn), Asker::Stream);
+        self.room().propose(Op::Nick { conn, new, asker });
     }
 
     /// A node that stops cleanly: its members' `LEAVE`s (`shutdown`) go

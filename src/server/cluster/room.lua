@@ -82,8 +82,20 @@ local function leave(id, reason, remember)
   return seq
 end
 
+-- The naming rules, again (the node checked them; a room's log must not
+-- depend on every node being right): 1 to 32 of A-Z a-z 0-9 _ - .
+local function valid_name(name)
+  return #name >= 1 and #name <= 32 and string.find(name, '^[%w_%.%-]+$') ~= nil
+end
+
+-- Text in a line: no line break (the node checked it too).
+local function valid_text(text)
+  return string.find(text, '[\r\n]') == nil
+end
+
 -- Renames a client if the new name is free; appends its NICK.
 local function rename(id, new)
+  if not valid_name(new) then return {'invalid'} end
   local holder = redis.call('HGET', p .. 'names', string.lower(new))
   if holder and holder ~= id then return {'taken'} end
   local old = redis.call('HGET', p .. 'who', id)
@@ -123,6 +135,7 @@ end
 
 -- A member says something (`text` is empty or starts with a space).
 function OPS.say(id, text)
+  if not valid_text(text) then return {'invalid'} end
   local name = redis.call('HGET', p .. 'who', id)
   if not name then return {'gone'} end
   return {'ok', append('MSG', name .. text, id, name)}
@@ -171,6 +184,7 @@ end
 -- A direct message: queued on the ctl stream for the node of its
 -- target, which every node reads.
 function OPS.dm(id, to, text)
+  if not valid_text(text) then return {'invalid'} end
   local target = redis.call('HGET', p .. 'names', string.lower(to))
   if not target then return {'no-such-user'} end
   local from = redis.call('HGET', p .. 'who', id) or '*'
@@ -190,6 +204,7 @@ end
 -- may be skipped, never doubled.
 -- A lease of 0 is the embedding program's notification: always sent.
 function OPS.tick(lease_ms, rest)
+  if not valid_text(rest) then return {'invalid'} end
   if tonumber(lease_ms) > 0 then
     local holder = redis.call('GET', p .. 'ticker')
     if holder and holder ~= node then return {'not-mine'} end
