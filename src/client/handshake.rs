@@ -1,6 +1,6 @@
 //! The handshake: what a connection sends right after `WELCOME`.
 //!
-//! Three questions decide it, and [`plan`] answers them without I/O:
+//! Four questions decide it, and [`plan`] answers them without I/O:
 //!
 //! 1. Does the server want a token? Then `/auth TOKEN` goes first: nothing
 //!    else is allowed before it.
@@ -11,9 +11,15 @@
 //!    connection's name over.
 //! 3. Does this connection hold the name, and does the client want one?
 //!    Then `/nick NAME`, to be sure of it (the key may have expired).
+//! 4. Is there nothing to say yet? Then `/ping join`: the server joins a
+//!    client when its first line arrives (it would wait 100 ms for one
+//!    otherwise), and a client just connected should be in the room at
+//!    once.
 //!
 //! The steps are sent at once; each one's last reply counts one step down,
-//! and the connection is *ready* when none is left.
+//! and the connection is *ready* when none is left. The `PONG` of
+//! `/ping join` is not waited for: it changes nothing, and a server that
+//! never answers is the keepalive's to find.
 
 /// Whether a new connection carries the name (see `shared`, "holder").
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -34,7 +40,13 @@ pub(crate) enum Step {
     Resume { after: u64, key: Option<String> },
     /// `/nick NAME`.
     Nick(String),
+    /// `/ping join`: a first line, so that the server joins the client at
+    /// once (not a step to wait for).
+    Join,
 }
+
+/// The token of `/ping join` (its `PONG` is taken without a word).
+pub(crate) const JOIN_TOKEN: &str = "join";
 
 /// What a connection sends after `WELCOME`, in order: `token` is the
 /// configured token, `last` the last SEQ the application got, `seat`
@@ -63,6 +75,9 @@ pub(crate) fn plan(
     if let Some(name) = name.filter(|_| holder) {
         steps.push(Step::Nick(name.to_string()));
     }
+    if steps.iter().all(|s| matches!(s, Step::Auth(_))) {
+        steps.push(Step::Join);
+    }
     steps
 }
 
@@ -77,8 +92,12 @@ mod tests {
     }
 
     #[test]
-    fn a_first_connection_without_token_or_name_sends_nothing() {
-        assert_eq!(plan(None, None, holder(None), None), []);
+    fn a_client_with_nothing_to_say_says_it_is_there() {
+        assert_eq!(plan(None, None, holder(None), None), [Step::Join]);
+        assert_eq!(
+            plan(Some("t"), None, holder(None), None),
+            [Step::Auth("t".into()), Step::Join]
+        );
     }
 
     #[test]
