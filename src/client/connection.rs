@@ -154,6 +154,10 @@ impl<'a> Connection<'a> {
                     let auth = Command::Auth(&token);
                     shared.send(self.link, &auth, None, Some(Pending::Auth))?;
                 }
+                Step::Mirror(key) => {
+                    let mirror = Command::Mirror(&key);
+                    shared.send(self.link, &mirror, None, Some(Pending::Mirror))?;
+                }
                 Step::Resume { after, key } => {
                     shared.send_resume(self.link, after, key.as_deref(), true)?;
                 }
