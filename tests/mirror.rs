@@ -69,6 +69,23 @@ fn a_first_line_joins_the_client_before_it_is_handled() {
 }
 
 #[test]
+fn a_line_half_sent_when_the_grace_ends_is_kept_whole() {
+    let server = start(config());
+    let mut a = Raw::connect(server.local_addr());
+    a.send("hel");
+    // The grace ends while the line is half in: the client joins, and
+    // the line goes on where it was.
+    let join = a.event();
+    assert_eq!(join.line, format!("JOIN {} {}", join.seq(), a.name()));
+    a.send("lo\n");
+    let msg = a.event();
+    assert_eq!(
+        msg.line,
+        format!("MSG {} {} hello", join.seq() + 1, a.name())
+    );
+}
+
+#[test]
 fn a_mirror_is_neither_listed_nor_announced_and_gets_what_its_client_gets() {
     let server = start(config());
     let addr = server.local_addr();
