@@ -17,6 +17,12 @@
 //!   ([`SilenceWatch::frame_done`]) or how long a payload may take
 //!   ([`SilenceWatch::allow_payload`]).
 //!
+//! * **An alarm.** Its owner may also ask to be woken at a given moment
+//!   ([`SilenceWatch::set_alarm`]): a read then fails with
+//!   [`ErrorKind::TimedOut`], and [`SilenceWatch::take_alarm`] says it was
+//!   the alarm, not a failure. The server's session uses it for the grace
+//!   a new client's `JOIN` waits for its first line.
+//!
 //! It works with the socket's read timeout, set to the time left until the
 //! next deadline, so a quiet connection costs no CPU: the thread sleeps in
 //! `read` until a byte arrives or a deadline passes.
@@ -66,6 +72,14 @@ pub(crate) struct SilenceWatch<S, P> {
     expired: bool,
     /// A started frame was not finished in time.
     frame_expired: bool,
+    /// When to wake the reader, if it asked to be.
+    alarm: Option<Instant>,
+    /// The alarm went off (and made a read fail).
+    rang: bool,
+    /// An alarm is gone (it went off, or was called off): the read timeout
+    /// set for it is not kept, or a connection with nothing else to wait
+    /// for would wake up that often for ever.
+    alarm_gone: bool,
     ping: P,
 }
 
@@ -82,6 +96,9 @@ impl<S: Borrow<TcpStream>, P: FnMut() -> io::Result<()>> SilenceWatch<S, P> {
             timeout: None,
             expired: false,
             frame_expired: false,
+            alarm: None,
+            rang: false,
+            alarm_gone: false,
             ping,
         }
     }
@@ -101,6 +118,23 @@ impl<S: Borrow<TcpStream>, P: FnMut() -> io::Result<()>> SilenceWatch<S, P> {
     /// finished in time.
     pub(crate) fn frame_expired(&self) -> bool {
         self.frame_expired
+    }
+
+    /// Wakes the reader at `at` (`None`: never): the read waiting then
+    /// fails with [`ErrorKind::TimedOut`], and [`SilenceWatch::take_alarm`]
+    /// returns `true`. Bytes already received are kept by whoever reads
+    /// (a [`FrameReader`](crate::protocol::FrameReader) keeps a half-read
+    /// line), so the next read goes on where this one stopped.
+    pub(crate) fn set_alarm(&mut self, at: Option<Instant>) {
+        self.alarm_gone |= self.alarm.is_some();
+        self.alarm = at;
+        self.rang = false;
+    }
+
+    /// Whether the last failed read was the alarm going off (once: this
+    /// resets it).
+    pub(crate) fn take_alarm(&mut self) -> bool {
+        std::mem::take(&mut self.rang)
     }
 
     /// A frame is complete. `more` says whether bytes of the next one are
@@ -125,14 +159,16 @@ impl<S: Borrow<TcpStream>, P: FnMut() -> io::Result<()>> SilenceWatch<S, P> {
     /// with as few system calls as it can: the timeout already set is kept
     /// when it is no longer than `wanted` and not much shorter (waking
     /// early only costs one more look at the clock), or when nothing is
-    /// wanted at all (a wake-up then finds no deadline and reads again).
+    /// wanted at all (a wake-up then finds no deadline and reads again),
+    /// unless it was set for an alarm that is gone.
     /// Returns the timeout in force.
     fn set_timeout(&mut self, wanted: Option<Duration>) -> io::Result<Option<Duration>> {
-        let keep = match (self.timeout, wanted) {
-            (Some(set), Some(wanted)) => set <= wanted && set >= wanted / 2,
-            (_, None) => true,
-            (None, Some(_)) => false,
-        };
+        let keep = !std::mem::take(&mut self.alarm_gone)
+            && match (self.timeout, wanted) {
+                (Some(set), Some(wanted)) => set <= wanted && set >= wanted / 2,
+                (_, None) => true,
+                (None, Some(_)) => false,
+            };
         if !keep {
             let timeout = wanted.map(|t| t.max(MIN_WAIT));
             self.stream.borrow().set_read_timeout(timeout)?;
@@ -150,10 +186,8 @@ impl<S: Borrow<TcpStream>, P: FnMut() -> io::Result<()>> SilenceWatch<S, P> {
         let frame = self
             .frame_deadline
             .map(|d| d.saturating_duration_since(now));
-        match (silence, frame) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let alarm = self.alarm.map(|a| a.saturating_duration_since(now));
+        [silence, frame, alarm].into_iter().flatten().min()
     }
 
     /// A read timed out after `slept` though it asked for `asked`: forgive
@@ -173,6 +207,12 @@ impl<S: Borrow<TcpStream>, P: FnMut() -> io::Result<()>> SilenceWatch<S, P> {
                 ErrorKind::TimedOut,
                 "line not finished in time",
             ));
+        }
+        if self.alarm.is_some_and(|a| now >= a) {
+            self.alarm = None;
+            self.alarm_gone = true;
+            self.rang = true;
+            return Err(io::Error::new(ErrorKind::TimedOut, "the alarm went off"));
         }
         let Some(limit) = self.limit else {
             // No silence watch: a wake-up with no deadline passed is only
@@ -285,6 +325,26 @@ mod tests {
             "{set:?}"
         );
         assert!(set.windows(2).all(|w| w[0] == w[1]), "{set:?}");
+    }
+
+    #[test]
+    fn the_alarm_wakes_the_reader_once() {
+        let (mut peer, stream) = pair();
+        let mut watch = SilenceWatch::new(stream, None, || Ok(()));
+        let start = Instant::now();
+        watch.set_alarm(Some(start + Duration::from_millis(50)));
+        let mut buf = [0u8; 8];
+        let err = watch.read(&mut buf).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut);
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        assert!(watch.take_alarm());
+        assert!(!watch.take_alarm(), "once");
+        assert!(!watch.expired() && !watch.frame_expired());
+        // Off now: the next read waits for bytes, with no timeout left
+        // over from the alarm.
+        peer.write_all(b"x").unwrap();
+        assert_eq!(watch.read(&mut buf).unwrap(), 1);
+        assert_eq!(watch.timeout, None);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::proxy::Proxy;
-use support::{WAIT, config, joined, start};
+use support::{Raw, WAIT, config, joined, start};
 use tickcast::client::{Client, ClientConfig, ClientError, Closed, Event, Gap, Reconnect};
 use tickcast::protocol::{ErrorCode, Reason};
 use tickcast::server::{self, Config};
@@ -423,6 +423,94 @@ fn redundant_connections_lose_nothing_when_either_is_cut() {
     assert_eq!(cuts.len(), 3);
 }
 
+/// Waits until the redundant `client` has `n` more links connected.
+fn connected(client: &Client, n: usize) -> Vec<Event> {
+    let mut count = 0;
+    events_until(client, |e| {
+        count += usize::from(matches!(e, Event::Connected { .. }));
+        count == n
+    })
+}
+
+#[test]
+fn a_redundant_client_appears_once() {
+    let server = start(config());
+    let mut watcher = joined(server.local_addr());
+    let client = Client::with_config(
+        server.local_addr(),
+        ClientConfig {
+            redundant: true,
+            name: Some("twin".into()),
+            ..fast()
+        },
+    )
+    .unwrap();
+    connected(&client, 2);
+    // Listed once, counted once: no guest for its second connection.
+    watcher.line("/list");
+    assert_eq!(watcher.reply(), format!("USERS 2 {} twin", watcher.name()));
+    let clients = server.clients();
+    assert_eq!(clients.len(), 2, "{clients:?}");
+    assert_eq!(server.connection_count(), 3);
+    // Announced once: one JOIN (and its rename), one LEAVE.
+    let join = watcher.event();
+    assert!(join.line.starts_with("JOIN "), "{join:?}");
+    let nick = watcher.event();
+    assert!(nick.line.ends_with(" twin"), "{nick:?}");
+    client.quit("bye").unwrap();
+    let leave = watcher.event();
+    assert_eq!(leave.line, format!("LEAVE {} twin quit", nick.seq() + 1));
+    watcher.assert_quiet("one JOIN, one LEAVE");
+}
+
+#[test]
+fn a_redundant_clients_links_keep_their_roles_across_reconnects() {
+    let server = start(config());
+    let proxy = Proxy::start(server.local_addr());
+    let mut watcher = joined(server.local_addr());
+    let client = Client::with_config(
+        proxy.addr(),
+        ClientConfig {
+            redundant: true,
+            name: Some("twin".into()),
+            ..fast()
+        },
+    )
+    .unwrap();
+    connected(&client, 2);
+    let listed = |watcher: &mut Raw| {
+        watcher.line("/list");
+        watcher.reply()
+    };
+    let once = format!("USERS 2 {} twin", watcher.name());
+    // Proxy connections: 0 is link 0 (the holder), 1 its mirror. The
+    // mirror comes back as a mirror of the holder…
+    proxy.cut(1);
+    connected(&client, 1);
+    assert_eq!(listed(&mut watcher), once);
+    // …and the holder comes back as the holder and takes its name back,
+    // while the mirror, up all along, stays one.
+    proxy.cut(0);
+    connected(&client, 1);
+    assert_eq!(client.name().as_deref(), Some("twin"));
+    assert_eq!(listed(&mut watcher), once);
+    client.say("still here").unwrap();
+    events_until(&client, |e| msg_text(e) == Some("still here"));
+    // The others saw the holder go and come back, never the mirror.
+    let (_, events) =
+        watcher.collect_until(|_, events| events.iter().any(|e| e.line.ends_with(" still here")));
+    let joins: Vec<&str> = events
+        .iter()
+        .filter(|e| e.verb() == "JOIN")
+        .map(|e| e.line.as_str())
+        .collect();
+    assert_eq!(
+        joins.len(),
+        2,
+        "the first one and the holder's return: {events:#?}"
+    );
+}
+
 #[test]
 fn a_redundant_link_that_lags_is_waited_for_not_reported_as_a_gap() {
     // Link 0 is cut and comes back after more events than the history
@@ -442,8 +530,8 @@ fn a_redundant_link_that_lags_is_waited_for_not_reported_as_a_gap() {
         },
     )
     .unwrap();
-    // Wait until both links are up and the stream has started (both
-    // links' JOINs delivered).
+    // Wait until both links are up (link 1 a mirror of link 0) and the
+    // stream has started (link 0's JOIN delivered).
     let (mut connected, mut joins) = (0, 0);
     let mut events = events_until(&client, |e| {
         match e {
@@ -451,7 +539,7 @@ fn a_redundant_link_that_lags_is_waited_for_not_reported_as_a_gap() {
             Event::Join { .. } => joins += 1,
             _ => {}
         }
-        connected == 2 && joins == 2
+        connected == 2 && joins == 1
     });
     // Proxy connections: 0 is link 0 (made first, by `with_config`), 1 is
     // link 1.
@@ -598,8 +686,9 @@ fn connect_errors_are_reported() {
 #[test]
 fn a_redundant_client_delivers_its_own_join_however_its_links_race() {
     // The second link connects as soon as the first is ready, maybe
-    // before the first link's own JOIN has been read; whichever the client
-    // hears from first, the stream must not start past that JOIN.
+    // before the first link's own JOIN has been read, and becomes its
+    // mirror; whichever the client hears from first, the stream must not
+    // start past that JOIN (a quiet room or not).
     let server = start(config());
     for _ in 0..100 {
         let client = Client::with_config(
@@ -611,17 +700,14 @@ fn a_redundant_client_delivers_its_own_join_however_its_links_race() {
         )
         .unwrap();
         let mut first_link = None;
-        let mut joins = Vec::new();
-        events_until(&client, |e| {
-            match e {
-                Event::Welcome { link: 0, name, .. } => first_link = Some(name.clone()),
-                Event::Join { name, .. } => joins.push(name.clone()),
-                _ => {}
+        let events = events_until(&client, |e| {
+            if let Event::Welcome { link: 0, name, .. } = e {
+                first_link = Some(name.clone());
             }
-            joins.len() == 2
+            matches!(e, Event::Join { name, .. } if Some(name) == first_link.as_ref())
         });
-        let first_link = first_link.expect("no WELCOME for link 0");
-        assert!(joins.contains(&first_link), "{first_link} not in {joins:?}");
+        let joins = events.iter().filter(|e| matches!(e, Event::Join { .. }));
+        assert_eq!(joins.count(), 1, "{events:#?}");
     }
 }
 

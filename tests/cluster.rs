@@ -858,6 +858,55 @@ fn a_redundant_client_on_two_nodes_loses_nothing_when_one_dies() {
     assert_eq!(client.name().as_deref(), Some("rita"));
 }
 
+/// A redundant client with both links on one node: the second is a
+/// mirror of the first there, so the room lists the client once and
+/// announces it once (across two nodes it cannot be, and is listed twice:
+/// docs/CLUSTER.md, "Clients with several addresses").
+#[test]
+#[ignore = "needs redis-server; scripts/test installs it"]
+fn a_redundant_client_on_one_node_is_listed_and_announced_once() {
+    let redis = Redis::start();
+    let na = node(&redis, "mirror", &[]);
+    let nb = node(&redis, "mirror", &[]);
+    let (mut watcher, joined_at) = join(nb.addr);
+    let client = Client::with_config(
+        na.addr,
+        ClientConfig {
+            redundant: true,
+            name: Some("rita".into()),
+            keepalive: None,
+            ..ClientConfig::default()
+        },
+    )
+    .expect("connect the redundant client");
+    let deadline = Instant::now() + WAIT;
+    let mut connected = 0;
+    while connected < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = client.events().recv_timeout(left).expect("both links up");
+        connected += usize::from(matches!(event, ClientEvent::Connected { .. }));
+    }
+    wait_listed(&mut watcher, "rita", true, LISTED_WITHIN + GRACE);
+    let mut names = list(&mut watcher);
+    names.sort();
+    let mut expected = vec!["rita".to_string(), watcher.name().to_string()];
+    expected.sort();
+    assert_eq!(names, expected);
+    client.quit("bye").unwrap();
+    let mut seen = Vec::new();
+    until_event(&mut watcher, &mut seen, "rita's LEAVE", |e| {
+        e.line.ends_with(" rita quit")
+    });
+    until_msg_sent(&mut watcher, "after", &mut seen);
+    assert_consecutive("the watcher", joined_at, &seen);
+    let presence: Vec<&str> = seen
+        .iter()
+        .filter(|e| matches!(e.verb(), "JOIN" | "LEAVE"))
+        .map(|e| e.line.as_str())
+        .collect();
+    assert_eq!(presence.len(), 2, "one JOIN, one LEAVE: {presence:?}");
+}
+
 /// Established TCP connections whose far end is 127.0.0.1:`port` (from
 /// /proc/net/tcp: the client ends of connections to a node).
 fn connections_to(port: u16) -> usize {

@@ -1433,7 +1433,9 @@ fn every_limit_at_its_edge() {
     assert!(started.elapsed() < line_timeout);
     assert!(c.event_starting("MSG ").line.ends_with(" taking my time"));
     // --max-clients 4 (and --max-per-ip 4): the 4th is in, the 5th is not.
-    let fourth = Raw::connect(addr);
+    // (Joined, so that its leaving is announced: a connection that closes
+    // before it has joined never is.)
+    let fourth = support::joined(addr);
     let mut fifth = Raw::connect_bare(addr);
     let refused = fifth.until_closed().0;
     assert!(

@@ -395,6 +395,7 @@ impl Printer {
             "auth" => self.note("! this client logs in by itself: use --token or TICKCAST_TOKEN"),
             "resume" => self.note("! this client resumes by itself after a reconnect"),
             "pong" => self.note("! this client answers the server's pings by itself"),
+            "mirror" => self.note("! with --redundant this client opens its mirror by itself"),
             _ => match Command::parse(line) {
                 Ok(Some(Command::List)) => {
                     let names = client.list()?;

@@ -143,9 +143,10 @@ impl<'a> Connection<'a> {
     }
 
     /// Sends the handshake's steps at once; the connection is ready when
-    /// the last one's reply is in (at once, when there are none).
+    /// the last one's reply is in (at once, when there are none to wait
+    /// for).
     fn send_handshake(&mut self, steps: Vec<Step>) -> Result<(), super::ClientError> {
-        self.handshake = steps.len();
+        self.handshake = steps.iter().filter(|s| **s != Step::Join).count();
         for step in steps {
             let shared = self.shared;
             match step {
@@ -153,10 +154,23 @@ impl<'a> Connection<'a> {
                     let auth = Command::Auth(&token);
                     shared.send(self.link, &auth, None, Some(Pending::Auth))?;
                 }
+                Step::Mirror(key) => {
+                    let mirror = Command::Mirror(&key);
+                    shared.send(self.link, &mirror, None, Some(Pending::Mirror))?;
+                }
                 Step::Resume { after, key } => {
                     shared.send_resume(self.link, after, key.as_deref(), true)?;
                 }
                 Step::Nick(name) => self.send_nick(self.link, name, NickMode::Handshake)?,
+                Step::Join => {
+                    let ping = Command::Ping(handshake::JOIN_TOKEN);
+                    let pending = Pending::Ping {
+                        token: handshake::JOIN_TOKEN.to_string(),
+                        sent: Instant::now(),
+                        reply: None,
+                    };
+                    shared.send(self.link, &ping, None, Some(pending))?;
+                }
             }
         }
         if self.handshake == 0 {

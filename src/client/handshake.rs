@@ -1,6 +1,6 @@
 //! The handshake: what a connection sends right after `WELCOME`.
 //!
-//! Three questions decide it, and [`plan`] answers them without I/O:
+//! Five questions decide it, and [`plan`] answers them without I/O:
 //!
 //! 1. Does the server want a token? Then `/auth TOKEN` goes first: nothing
 //!    else is allowed before it.
@@ -11,9 +11,21 @@
 //!    connection's name over.
 //! 3. Does this connection hold the name, and does the client want one?
 //!    Then `/nick NAME`, to be sure of it (the key may have expired).
+//! 4. Does the other link hold it? Then this connection is its *mirror*:
+//!    `/mirror KEY` with the holder's session key, as the very first line
+//!    after `/auth`, so that the server never lists it (the client shows up
+//!    once). If the server does not know the key (the holder is on another
+//!    node, or the server is older), it answers `ERR` and lists this
+//!    connection as a client of its own, under a guest name.
+//! 5. Is this connection to be a client, with nothing to say yet? Then
+//!    `/ping join`: the server joins a client when its first line arrives
+//!    (it would wait 100 ms for one otherwise, in case it is `/mirror`),
+//!    and a client just connected should be in the room at once.
 //!
 //! The steps are sent at once; each one's last reply counts one step down,
-//! and the connection is *ready* when none is left.
+//! and the connection is *ready* when none is left. The `PONG` of
+//! `/ping join` is not waited for: it changes nothing, and a server that
+//! never answers is the keepalive's to find.
 
 /// Whether a new connection carries the name (see `shared`, "holder").
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,8 +33,10 @@ pub(crate) enum Seat {
     /// It does: no link that is up held the name. `lost_key` is the
     /// session key of the connection that held it before, if any.
     Holder { lost_key: Option<String> },
-    /// The other link, which is up, holds it.
-    Other,
+    /// The other link, which is up, holds it. `holder_key` is its
+    /// connection's session key, to mirror (`None` when it is not known in
+    /// this server run: then this connection is a plain second client).
+    Other { holder_key: Option<String> },
 }
 
 /// One command of the handshake.
@@ -30,11 +44,19 @@ pub(crate) enum Seat {
 pub(crate) enum Step {
     /// `/auth TOKEN`.
     Auth(String),
+    /// `/mirror KEY`.
+    Mirror(String),
     /// `/resume AFTER [KEY]`.
     Resume { after: u64, key: Option<String> },
     /// `/nick NAME`.
     Nick(String),
+    /// `/ping join`: a first line, so that the server joins the client at
+    /// once (not a step to wait for).
+    Join,
 }
+
+/// The token of `/ping join` (its `PONG` is taken without a word).
+pub(crate) const JOIN_TOKEN: &str = "join";
 
 /// What a connection sends after `WELCOME`, in order: `token` is the
 /// configured token, `last` the last SEQ the application got, `seat`
@@ -46,13 +68,17 @@ pub(crate) fn plan(
     seat: Seat,
     name: Option<&str>,
 ) -> Vec<Step> {
-    let (holder, lost_key) = match seat {
-        Seat::Holder { lost_key } => (true, lost_key),
-        Seat::Other => (false, None),
+    let (holder, lost_key, mirror) = match seat {
+        Seat::Holder { lost_key } => (true, lost_key, None),
+        Seat::Other { holder_key } => (false, None, holder_key),
     };
     let mut steps = Vec::new();
     if let Some(token) = token {
         steps.push(Step::Auth(token.to_string()));
+    }
+    // The first line after `/auth`, or the server lists this connection.
+    if let Some(key) = mirror {
+        steps.push(Step::Mirror(key));
     }
     if let Some(after) = last {
         steps.push(Step::Resume {
@@ -62,6 +88,9 @@ pub(crate) fn plan(
     }
     if let Some(name) = name.filter(|_| holder) {
         steps.push(Step::Nick(name.to_string()));
+    }
+    if steps.iter().all(|s| matches!(s, Step::Auth(_))) {
+        steps.push(Step::Join);
     }
     steps
 }
@@ -77,8 +106,12 @@ mod tests {
     }
 
     #[test]
-    fn a_first_connection_without_token_or_name_sends_nothing() {
-        assert_eq!(plan(None, None, holder(None), None), []);
+    fn a_client_with_nothing_to_say_says_it_is_there() {
+        assert_eq!(plan(None, None, holder(None), None), [Step::Join]);
+        assert_eq!(
+            plan(Some("t"), None, holder(None), None),
+            [Step::Auth("t".into()), Step::Join]
+        );
     }
 
     #[test]
@@ -111,14 +144,24 @@ mod tests {
     }
 
     #[test]
-    fn the_other_link_resumes_without_key_or_name() {
+    fn the_other_link_mirrors_the_holder_then_resumes_without_key_or_name() {
+        let other = Seat::Other {
+            holder_key: Some("k2".into()),
+        };
         assert_eq!(
-            plan(None, Some(9), Seat::Other, Some("ann")),
-            [Step::Resume {
-                after: 9,
-                key: None
-            }]
+            plan(Some("t"), Some(9), other, Some("ann")),
+            [
+                Step::Auth("t".into()),
+                Step::Mirror("k2".into()),
+                Step::Resume {
+                    after: 9,
+                    key: None
+                }
+            ]
         );
+        // The holder's key unknown in this run: a plain second client.
+        let other = Seat::Other { holder_key: None };
+        assert_eq!(plan(None, None, other, Some("ann")), [Step::Join]);
     }
 
     #[test]

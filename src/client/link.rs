@@ -10,8 +10,9 @@
 //!        ▼                                                            │
 //!   connect ──► WELCOME ──► handshake ──► read loop ──► lost ──► backoff
 //!                          /auth TOKEN                  (EOF, error,
-//!                          /resume LAST [KEY]            BYE, silence)
-//!                          /nick NAME
+//!                          /mirror KEY (the other link)  BYE, silence)
+//!                          /resume LAST [KEY]
+//!                          /nick NAME (the holder)
 //! ```
 //!
 //! The handshake commands are sent at once (see `handshake`), and their
@@ -23,11 +24,18 @@
 //! # Who holds the name
 //!
 //! A redundant client has two connections, but only one of them carries
-//! the name and the commands: the *holder*. When the holder is lost while
-//! the other link is up, the other link becomes the holder by sending
-//! `/resume LAST KEY` with the lost connection's session key: the server
-//! closes the old connection (`BYE replaced`) and renames the survivor.
-//! The lost link comes back as the non-holder, under a guest name.
+//! the name and the commands: the *holder*. The other is its *mirror*
+//! (`/mirror KEY` with the holder's session key): it only receives, and
+//! the server shows it to nobody. When the holder is lost, the mirror
+//! goes on receiving and the holder's link reconnects with `/resume LAST
+//! KEY`, the lost connection's key, which takes the name back (the server
+//! closes the old connection, `BYE replaced`, if it has not noticed it is
+//! dead). A link that reconnects while the other holds the name mirrors
+//! the holder's new connection. Where the server cannot make a mirror (the
+//! holder is on another node), the second link is a plain client of its
+//! own, under a guest name; when the holder is lost, that link takes the
+//! name over at once with `/resume LAST KEY`, and the lost link comes back
+//! as the other one.
 //!
 //! # Which address
 //!

@@ -20,7 +20,11 @@
 //! second `JOIN`) would look like duplicates and vanish. So until every
 //! link welcomed in this server run has offered its first event (or been
 //! lost), events are held; then the stream starts at the lowest SEQ on
-//! hand.
+//! hand. A *mirror* (a second link the server never lists, see
+//! `handshake`) is not waited for: it receives from some moment after it
+//! connected, never before its holder's `JOIN` is due, so it cannot be the
+//! link whose first event must start the stream, and a quiet room might
+//! not send it any event for a long time.
 //!
 //! SEQs mean something only within one run of the server, named by its
 //! epoch ([`Merge::welcome`]). Pure logic, no I/O: unit-tested below,
@@ -94,6 +98,16 @@ impl Merge {
     /// A link's connection is lost: the stream need not wait for it to
     /// start.
     pub fn link_lost(&mut self, link: usize, out: &mut Vec<Event>) {
+        self.stop_waiting_for(link, out);
+    }
+
+    /// A link's connection became a mirror: the stream need not wait for
+    /// it to start (see the module docs).
+    pub fn link_mirrors(&mut self, link: usize, out: &mut Vec<Event>) {
+        self.stop_waiting_for(link, out);
+    }
+
+    fn stop_waiting_for(&mut self, link: usize, out: &mut Vec<Event>) {
         if self.next.is_none() && self.waiting.remove(&link) {
             self.start(out);
         }
@@ -282,6 +296,22 @@ mod tests {
         m.link_lost(0, &mut out);
         m.offer(msg(22), 1, &mut out);
         assert_eq!(seqs(&out), ["21", "22"]);
+    }
+
+    #[test]
+    fn a_mirror_is_not_waited_for() {
+        let mut m = Merge::new(2);
+        let mut out = Vec::new();
+        m.welcome("e1", 0);
+        m.welcome("e1", 1);
+        // Link 1 became a mirror; the room is quiet: link 0's own JOIN
+        // must not wait for an event on link 1.
+        m.link_mirrors(1, &mut out);
+        assert!(out.is_empty());
+        m.offer(msg(20), 0, &mut out);
+        m.offer(msg(21), 1, &mut out);
+        m.offer(msg(21), 0, &mut out);
+        assert_eq!(seqs(&out), ["20", "21"]);
     }
 
     #[test]

@@ -75,10 +75,19 @@
 //! With [`ClientConfig::redundant`] the client keeps two connections. Both
 //! receive every broadcast; the merge drops the second copy. When one
 //! dies the other carries on without a gap or a duplicate while the dead
-//! one reconnects. One of them carries the name and the commands; if it
-//! is the one lost, the other takes the name over with the lost
-//! connection's key. (The second connection shows in `/list` under a
-//! guest name.)
+//! one reconnects. One of them carries the name and the commands. The
+//! other opens with `/mirror KEY` (the first one's session key), so the
+//! server makes it a *mirror*: it only receives, and the others never see
+//! it, so the client appears once (in `/list`, in `JOIN` and `LEAVE`).
+//! While the first connection is lost, events keep coming through the
+//! mirror, and commands fail with [`ClientError::NotConnected`] until it
+//! is back and has taken its name back.
+//!
+//! A server that cannot make the second connection a mirror (it is on
+//! another node of a cluster than the first, or an older server) lists it
+//! as a client of its own, under a guest name. That one takes the name
+//! over at once, with the lost connection's key, when the first is
+//! lost.
 //!
 //! # Several addresses
 //!
@@ -356,8 +365,8 @@ impl Client {
 
     /// Sends one line as typed, for interactive use: a chat line, or a
     /// `/command` whose replies then arrive as events. `/quit` quits
-    /// (without waiting); `/send`, `/resume` and `/auth` are refused,
-    /// because the client does those itself.
+    /// (without waiting); `/send`, `/resume`, `/auth` and `/mirror` are
+    /// refused, because the client does those itself.
     pub fn send_line(&self, line: &str) -> Result<(), ClientError> {
         validate_text(line).map_err(ClientError::InvalidText)?;
         let command = match Command::parse(line) {
@@ -390,9 +399,9 @@ impl Client {
             Command::Send { .. } => Err(ClientError::Unsupported(
                 "send payloads with send_bytes, not as a typed line",
             )),
-            Command::Resume { .. } | Command::Auth(_) => Err(ClientError::Unsupported(
-                "the client resumes and authenticates by itself",
-            )),
+            Command::Resume { .. } | Command::Auth(_) | Command::Mirror(_) => Err(
+                ClientError::Unsupported("the client resumes, authenticates and mirrors by itself"),
+            ),
             Command::Pong(_) => self.send(&command, None, Pending::QUIET),
             _ => self.send(&command, None, Pending::Passthrough),
         }

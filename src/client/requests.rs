@@ -64,6 +64,9 @@ pub(crate) enum Pending {
     Msg(Sender<Result<(), ClientError>>),
     /// `/auth` (handshake).
     Auth,
+    /// `/mirror KEY` (handshake): `OK mirror NAME`, or any `ERR` (then the
+    /// server listed the connection as a client of its own).
+    Mirror,
     /// `/resume AFTER [KEY]`; `keyed` when a key went with it, `handshake`
     /// when part of (re)connecting.
     Resume {
@@ -147,6 +150,10 @@ impl Pending {
             Pending::Auth => {
                 yes(matches!(line, ServerLine::Ok { what: "auth", .. }) || err_in(&[]))
             }
+            Pending::Mirror => yes(matches!(
+                line,
+                ServerLine::Ok { what: "mirror", .. } | ServerLine::Err { .. }
+            )),
             Pending::Resume { .. } => match line {
                 ServerLine::Err {
                     code: ErrorCode::ResumeGap | ErrorCode::NickTaken,

@@ -9,6 +9,13 @@
 //! * **holder**: the link that carries the name and the application's
 //!   commands. Its connection's session key is the **holder key**:
 //!   presenting it with `/resume` after a loss takes the name back.
+//! * **mirror**: the other link of a redundant client, when the server
+//!   took its `/mirror HOLDER_KEY`: it only receives, and nobody else
+//!   sees it. It cannot carry the name or commands: when the holder is
+//!   lost, commands wait for the holder's link to reconnect (which takes
+//!   the name back), while the mirror goes on receiving. A second link
+//!   the server would not make a mirror is a plain second client, listed
+//!   under a guest name; that one can take the name over at once.
 //! * **ready**: a connection that is through its handshake (see
 //!   `handshake`).
 //! * **core**: the state the links decide things with, under one lock:
@@ -100,6 +107,8 @@ pub(super) struct Core {
 pub(super) struct LinkState {
     pub up: bool,
     pub ready: bool,
+    /// The connection is (or is asking to be) a mirror of the holder's.
+    pub mirror: bool,
     /// The connection's session key.
     pub key: String,
     /// The connection's name as the server knows it.
@@ -131,17 +140,20 @@ impl Core {
 
     /// `link` has a new connection (session `key`, first `name`). If no
     /// link that is up holds the name, this one takes the seat, and the
-    /// lost holder's key comes back with it (to `/resume` with).
+    /// lost holder's key comes back with it (to `/resume` with). Otherwise
+    /// it mirrors the holder's connection.
     pub fn link_up(&mut self, link: usize, key: &str, name: &str) -> Seat {
+        let vacant = self.holder.is_none_or(|h| h == link || !self.links[h].up);
+        let holder_key = self.holder_key.clone().filter(|_| !vacant);
         self.links[link] = LinkState {
             up: true,
             ready: false,
+            mirror: holder_key.is_some(),
             key: key.to_string(),
             name: name.to_string(),
         };
-        let vacant = self.holder.is_none_or(|h| h == link || !self.links[h].up);
         if !vacant {
-            return Seat::Other;
+            return Seat::Other { holder_key };
         }
         self.holder = Some(link);
         Seat::Holder {
@@ -150,7 +162,9 @@ impl Core {
     }
 
     /// `link`'s connection is over. If it held the name and another link
-    /// is ready, the name moves there: what that link must send.
+    /// is ready (and a client of its own: a mirror cannot take a name), the
+    /// name moves there: what that link must send. Otherwise the seat
+    /// waits for this link to come back.
     pub fn link_down(&mut self, link: usize) -> Option<Handover> {
         let state = &mut self.links[link];
         state.up = false;
@@ -158,7 +172,9 @@ impl Core {
         if self.holder != Some(link) {
             return None;
         }
-        let to = self.other_ready_link(link)?;
+        let to = self
+            .other_ready_link(link)
+            .filter(|&to| !self.links[to].mirror)?;
         self.holder = Some(to);
         let key = self.links[to].key.clone();
         Some(Handover {
@@ -302,7 +318,7 @@ impl Shared {
     }
 
     /// The link application commands go to: the name holder if it is up,
-    /// else any link that is up.
+    /// else any link that is up and not a mirror (which only receives).
     pub(crate) fn primary(&self) -> Result<usize, ClientError> {
         if self.is_stopping() {
             return Err(ClientError::Closed);
@@ -313,7 +329,7 @@ impl Shared {
         }
         core.links
             .iter()
-            .position(|l| l.up)
+            .position(|l| l.up && !l.mirror)
             .ok_or(ClientError::NotConnected)
     }
 

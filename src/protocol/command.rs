@@ -49,6 +49,11 @@ pub enum Command<'a> {
     },
     /// `/auth TOKEN` (an empty token when none was given).
     Auth(&'a str),
+    /// `/mirror KEY`: as a connection's first line, make it a mirror of
+    /// the open connection whose session key is KEY (a second link of the
+    /// same client: it receives every broadcast, and is never listed nor
+    /// announced).
+    Mirror(&'a str),
     /// `/help`.
     Help,
     /// `/quit [REASON]` (empty: no reason).
@@ -92,6 +97,7 @@ pub const HELP: &[&str] = &[
     "/pong [TOKEN]      answer to a server PING",
     "/resume SEQ [KEY]  replay the events after SEQ; KEY takes back an earlier connection's name",
     "/auth TOKEN        log in, when the server asks for a token",
+    "/mirror KEY        first line only: receive everything, unlisted, as a second link of connection KEY",
     "/help              this list",
     "/quit [REASON]     leave",
 ];
@@ -100,7 +106,7 @@ pub const HELP: &[&str] = &[
 /// (`/NICK` is `/nick`), because a person typing in telnet may have caps
 /// lock on. Only the word: arguments keep their case.
 const VERBS: &[&str] = &[
-    "nick", "list", "msg", "send", "ping", "pong", "resume", "auth", "help", "quit",
+    "nick", "list", "msg", "send", "ping", "pong", "resume", "auth", "mirror", "help", "quit",
 ];
 
 impl<'a> Command<'a> {
@@ -136,6 +142,8 @@ impl<'a> Command<'a> {
                 parse_resume(args).ok_or_else(|| CommandError::bad_args("/resume SEQ [KEY]"))?
             }
             "auth" => Command::Auth(args),
+            "mirror" if !args.is_empty() && !args.contains(' ') => Command::Mirror(args),
+            "mirror" => return Err(CommandError::bad_args("/mirror KEY")),
             "help" => Command::Help,
             "quit" => Command::Quit(args),
             _ => {
@@ -168,6 +176,7 @@ impl<'a> Command<'a> {
                 key: Some(key),
             } => writeln!(out, "/resume {after} {key}"),
             Command::Auth(token) => writeln!(out, "/auth {token}"),
+            Command::Mirror(key) => writeln!(out, "/mirror {key}"),
             Command::Help => writeln!(out, "/help"),
             Command::Quit(reason) => writeln!(out, "/quit{}", opt_field(reason)),
         };
@@ -293,6 +302,7 @@ mod tests {
         );
         assert_eq!(parse("/auth s3cret"), Command::Auth("s3cret"));
         assert_eq!(parse("/auth"), Command::Auth(""));
+        assert_eq!(parse("/mirror 9f2c"), Command::Mirror("9f2c"));
         assert_eq!(parse("/help"), Command::Help);
         assert_eq!(parse("/quit"), Command::Quit(""));
         assert_eq!(parse("/quit gone home"), Command::Quit("gone home"));
@@ -311,6 +321,8 @@ mod tests {
         assert_eq!(code("/resume x"), ErrorCode::BadArgs);
         assert_eq!(code("/resume 1 k extra"), ErrorCode::BadArgs);
         assert_eq!(code("/resume 99999999999999999999999"), ErrorCode::BadArgs);
+        assert_eq!(code("/mirror"), ErrorCode::BadArgs);
+        assert_eq!(code("/mirror k extra"), ErrorCode::BadArgs);
         assert_eq!(code("/NICKNAME bob"), ErrorCode::UnknownCommand);
         assert_eq!(code("/"), ErrorCode::UnknownCommand);
         assert_eq!(code("/frobnicate"), ErrorCode::UnknownCommand);
@@ -340,6 +352,7 @@ mod tests {
                 key: None,
             },
             Command::Auth("tok"),
+            Command::Mirror("k"),
             Command::Help,
             Command::Quit(""),
             Command::Quit("bye now"),

@@ -13,10 +13,10 @@
 //!   client's outbox ([`ToOutbox`]); an HTTP request collects them into a
 //!   `Vec<u8>`, which becomes its answer's body and status;
 //! * **what a transport does itself** ([`Outcome`]): reading a `/send`
-//!   payload, `/resume`, `/auth`, `/quit` need the socket or the
-//!   connection's life, so [`Client::line`] hands them back to its caller.
-//!   On a stream, `/send`, `/resume`, `/auth` and `/pong` make no sense
-//!   and are `bad-args`.
+//!   payload, `/resume`, `/auth`, `/mirror`, `/quit` need the socket or
+//!   the connection's life, so [`Client::line`] hands them back to its
+//!   caller. On a stream, `/send`, `/resume`, `/auth`, `/mirror` and
+//!   `/pong` make no sense and are `bad-args`.
 //!
 //! A stream's [`Client`] lives as long as the stream and is shared by the
 //! requests posted for it (behind a mutex), so `--max-rate` counts its
@@ -46,11 +46,26 @@ pub(crate) const LIST_BYTES_PER_SECOND: f64 = 64.0 * 1024.0;
 const ROOM_ANSWER_WAIT: Duration = Duration::from_secs(5);
 
 /// Whether a command needs a cluster node's room (Redis) to be served:
-/// everything but `/ping`, `/help`, `/quit`, `/pong` and `/auth`.
+/// everything but `/ping`, `/help`, `/quit`, `/pong`, `/auth` and
+/// `/mirror` (a mirror is the node's own).
 fn needs_room(command: &Command<'_>) -> bool {
     !matches!(
         command,
-        Command::Ping(_) | Command::Help | Command::Quit(_) | Command::Pong(_) | Command::Auth(_)
+        Command::Ping(_)
+            | Command::Help
+            | Command::Quit(_)
+            | Command::Pong(_)
+            | Command::Auth(_)
+            | Command::Mirror(_)
+    )
+}
+
+/// What a mirror may send (see `session`): it only receives, so only
+/// what keeps its connection alive, catches up, or ends it.
+fn a_mirror_may_send(command: &Command<'_>) -> bool {
+    matches!(
+        command,
+        Command::Ping(_) | Command::Pong(_) | Command::Quit(_) | Command::Resume { key: None, .. }
     )
 }
 
@@ -107,6 +122,8 @@ pub(crate) enum Outcome<'a> {
     Resume { after: u64, key: Option<&'a str> },
     /// `/auth TOKEN`.
     Auth(&'a str),
+    /// `/mirror KEY`.
+    Mirror(&'a str),
     /// `/quit`: end with `BYE quit`.
     Quit,
 }
@@ -117,6 +134,9 @@ pub(crate) struct Client {
     pub conn: Arc<Conn>,
     /// Whether the client may do more than `/auth` and `/quit`.
     pub authed: bool,
+    /// Whether the connection is a mirror, which may only receive (see
+    /// `session`).
+    pub mirror: bool,
     /// `--max-rate`, if set.
     rate: Option<TokenBucket>,
     /// Bytes of `/list` answers.
@@ -141,6 +161,7 @@ impl Client {
                 .map(|r| TokenBucket::lines_per_second(r, now)),
             list_rate: TokenBucket::new(LIST_BYTES_PER_SECOND, 4.0 * LIST_BYTES_PER_SECOND, now),
             authed: config.token.is_none(),
+            mirror: false,
             in_flight: None,
             out: Vec::new(),
             room_lines: shared.in_cluster().then(Arc::default),
@@ -190,6 +211,11 @@ impl Client {
                 return Ok(refused);
             }
             Ok(Ok(None)) => return Ok(Outcome::Done),
+            Ok(Ok(Some(command))) if self.mirror && !a_mirror_may_send(&command) => {
+                let text = "a mirror only receives; send on the primary link";
+                self.error(replies, ErrorCode::BadArgs, text)?;
+                return Ok(refused);
+            }
             Ok(Ok(Some(command))) if self.shared.room_is_down() && needs_room(&command) => {
                 let text = "the room's store (Redis) cannot be reached; try again in a moment";
                 self.error(replies, ErrorCode::Unavailable, text)?;
@@ -260,6 +286,7 @@ impl Client {
             Command::Send { len } => return Ok(Outcome::Send(len)),
             Command::Resume { after, key } => return Ok(Outcome::Resume { after, key }),
             Command::Auth(token) => return Ok(Outcome::Auth(token)),
+            Command::Mirror(key) => return Ok(Outcome::Mirror(key)),
         }
         Ok(Outcome::Done)
     }

@@ -292,8 +292,8 @@ impl Shared {
 
     /// Drops a client whose outbox failed (it fell too far behind, or is
     /// gone): ends the connection as `reason` calls for and, if this call
-    /// is the one that ended it, has its `LEAVE` announced. Any thread may
-    /// call it; it never waits.
+    /// is the one that ended it, has its `LEAVE` announced (a mirror is let
+    /// go of, silently). Any thread may call it; it never waits.
     pub(crate) fn drop_client(&self, conn: &Conn, reason: Reason) {
         let claim = self.registry.claim(conn, reason);
         // A lost claim leaves the connection to whoever ended it (it may be
@@ -302,7 +302,7 @@ impl Shared {
         if claim.won() || reason == Reason::SlowConsumer {
             conn.close_for(reason);
         }
-        if claim == Claim::Listed && !self.is_stopping() {
+        if matches!(claim, Claim::Listed | Claim::Mirror) && !self.is_stopping() {
             let _ = self.departures.send(conn.id);
         }
     }

@@ -11,10 +11,11 @@
 //!
 //! Connections and listed clients are not the same thing. A connection is
 //! counted from `accept` (for `--max-clients` and `--max-per-ip`) to the
-//! end of its session; it is *listed* from the moment it joins (at once,
-//! or after `/auth` when the server has a token) until it is closed.
-//! Names are unique without regard to case: `names` is keyed by the
-//! lowercased name.
+//! end of its session; it is *listed* from the moment it joins (at its
+//! first line, or a moment after `WELCOME`: see `session`) until it is
+//! closed. A *mirror* (a client's second connection, `/mirror KEY`) is
+//! counted but never listed. Names are unique without regard to case:
+//! `names` is keyed by the lowercased name.
 
 use super::conn::Conn;
 use super::{ClientId, ClientInfo};
@@ -57,8 +58,24 @@ struct Entry {
     conn: Arc<Conn>,
     /// The current name (`guest-ID` until a `/nick`).
     name: String,
-    /// Whether the client has joined and is not yet closed.
-    listed: bool,
+    standing: Standing,
+}
+
+/// Where a connection stands, until it is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Standing {
+    /// Not joined: before `/auth`, before its first line, or never.
+    Unlisted,
+    /// Joined: listed under its name, its `JOIN` announced.
+    Listed,
+    /// A mirror: a member of the broadcaster's that is never listed.
+    Mirror,
+}
+
+impl Entry {
+    fn is_listed(&self) -> bool {
+        self.standing == Standing::Listed
+    }
 }
 
 /// The outcome of [`Registry::claim`]: who ends a connection.
@@ -69,6 +86,9 @@ pub(crate) enum Claim {
     Listed,
     /// This call ended it; it was not listed (never joined): no `LEAVE`.
     Unlisted,
+    /// This call ended it, and it was a mirror: the broadcaster lets go of
+    /// it (with no `LEAVE`: it was never announced).
+    Mirror,
     /// Someone else ended it first: nothing to do.
     Lost,
 }
@@ -123,7 +143,7 @@ impl Registry {
             Entry {
                 conn: Arc::clone(&conn),
                 name: guest_name(id.0),
-                listed: false,
+                standing: Standing::Unlisted,
             },
         );
         *inner.per_ip.entry(ip).or_insert(0) += 1;
@@ -134,7 +154,7 @@ impl Registry {
     pub(crate) fn remove(&self, id: ClientId) -> Option<String> {
         let mut inner = self.inner.lock();
         let entry = inner.conns.remove(&id)?;
-        if entry.listed {
+        if entry.is_listed() {
             inner.names.remove(&entry.name.to_ascii_lowercase());
         }
         let ip = entry.conn.peer.ip().to_canonical();
@@ -148,14 +168,14 @@ impl Registry {
     }
 
     /// Lists a connection under its guest name (it has joined). Returns the
-    /// name, or `None` if the connection is already closed.
+    /// name, or `None` if the connection is already closed (or a mirror).
     pub(crate) fn list(&self, id: ClientId) -> Option<String> {
         let mut inner = self.inner.lock();
         let entry = inner.conns.get_mut(&id)?;
-        if entry.conn.reason().is_some() {
+        if entry.conn.reason().is_some() || entry.standing != Standing::Unlisted {
             return None;
         }
-        entry.listed = true;
+        entry.standing = Standing::Listed;
         let name = entry.name.clone();
         // Guest names are reserved, so this never collides.
         inner.names.insert(name.to_ascii_lowercase(), id);
@@ -175,7 +195,7 @@ impl Registry {
         {
             return Err(NickError::Taken);
         }
-        let Some(entry) = inner.conns.get_mut(&id).filter(|e| e.listed) else {
+        let Some(entry) = inner.conns.get_mut(&id).filter(|e| e.is_listed()) else {
             return Err(NickError::Invalid("this connection has not joined".into()));
         };
         if entry.name == new {
@@ -192,7 +212,7 @@ impl Registry {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn set_name(&self, id: ClientId, new: &str) {
         let mut inner = self.inner.lock();
-        let Some(entry) = inner.conns.get_mut(&id).filter(|e| e.listed) else {
+        let Some(entry) = inner.conns.get_mut(&id).filter(|e| e.is_listed()) else {
             return;
         };
         let old = std::mem::replace(&mut entry.name, new.to_string());
@@ -214,7 +234,8 @@ impl Registry {
     /// wins, the client is no longer listed (its name is free at once) and
     /// the caller must finish the job: end the connection (`Conn::finish`,
     /// `close` or `abort`) and, for [`Claim::Listed`], have its `LEAVE`
-    /// announced.
+    /// announced (for [`Claim::Mirror`], tell the broadcaster, which
+    /// announces nothing).
     pub(crate) fn claim(&self, conn: &Conn, reason: Reason) -> Claim {
         let mut inner = self.inner.lock();
         if !conn.set_reason(reason) {
@@ -223,12 +244,43 @@ impl Registry {
         let Some(entry) = inner.conns.get_mut(&conn.id) else {
             return Claim::Unlisted;
         };
-        if !std::mem::replace(&mut entry.listed, false) {
-            return Claim::Unlisted;
+        match std::mem::replace(&mut entry.standing, Standing::Unlisted) {
+            Standing::Unlisted => Claim::Unlisted,
+            Standing::Mirror => Claim::Mirror,
+            Standing::Listed => {
+                let key = entry.name.to_ascii_lowercase();
+                inner.names.remove(&key);
+                Claim::Listed
+            }
         }
-        let key = entry.name.to_ascii_lowercase();
-        inner.names.remove(&key);
-        Claim::Listed
+    }
+
+    /// Makes connection `id`, not yet joined, a mirror of the connection
+    /// whose session key is `key`: another open connection, joined or
+    /// about to join, that is not a mirror itself. Returns the name of
+    /// the connection it mirrors; `None` if no such connection is here
+    /// (or `id` is closed, or has joined), and then nothing changed.
+    ///
+    /// The one place that looks connections up by key is this, once per
+    /// `/mirror`, so it walks the map rather than keep an index.
+    pub(crate) fn mirror(&self, id: ClientId, key: &str) -> Option<String> {
+        let mut inner = self.inner.lock();
+        let name = inner
+            .conns
+            .values()
+            .find(|e| {
+                e.conn.key == key
+                    && e.conn.id != id
+                    && e.standing != Standing::Mirror
+                    && e.conn.reason().is_none()
+            })
+            .map(|e| e.name.clone())?;
+        let entry = inner
+            .conns
+            .get_mut(&id)
+            .filter(|e| e.standing == Standing::Unlisted && e.conn.reason().is_none())?;
+        entry.standing = Standing::Mirror;
+        Some(name)
     }
 
     /// The listed client called `name` (without regard to case).
@@ -242,7 +294,7 @@ impl Registry {
     /// The listed client with this id.
     pub(crate) fn get(&self, id: ClientId) -> Option<(Arc<Conn>, String)> {
         let inner = self.inner.lock();
-        let entry = inner.conns.get(&id).filter(|e| e.listed)?;
+        let entry = inner.conns.get(&id).filter(|e| e.is_listed())?;
         Some((Arc::clone(&entry.conn), entry.name.clone()))
     }
 
@@ -258,7 +310,7 @@ impl Registry {
             inner
                 .conns
                 .values()
-                .filter(|e| e.listed)
+                .filter(|e| e.is_listed())
                 .map(|e| ClientStats {
                     id: e.conn.id.0,
                     name: e.name.clone(),
@@ -281,7 +333,7 @@ impl Registry {
             inner
                 .conns
                 .values()
-                .filter(|e| e.listed)
+                .filter(|e| e.is_listed())
                 .map(|e| e.name.clone())
                 .collect()
         };
@@ -296,7 +348,7 @@ impl Registry {
             inner
                 .conns
                 .values()
-                .filter(|e| e.listed)
+                .filter(|e| e.is_listed())
                 .map(|e| ClientInfo {
                     id: e.conn.id,
                     name: e.name.clone(),
@@ -424,5 +476,22 @@ mod tests {
         assert_eq!(a.reason(), Some(Reason::Quit));
         assert!(reg.find("bob").is_none());
         assert_eq!(reg.list(a.id), None, "a closed connection cannot join");
+    }
+
+    #[test]
+    fn a_mirror_is_counted_never_listed_and_claimed_as_a_mirror() {
+        let reg = Registry::default();
+        // Every test connection has the key "k".
+        let a = conn(&reg, "127.0.0.1:1").unwrap();
+        assert_eq!(reg.mirror(a.id, "k"), None, "not of itself");
+        let b = conn(&reg, "127.0.0.2:1").unwrap();
+        assert_eq!(reg.mirror(b.id, "nope"), None);
+        assert_eq!(reg.mirror(b.id, "k").as_deref(), Some("guest-1"));
+        assert_eq!(reg.list(b.id), None, "a mirror never joins");
+        assert_eq!(reg.mirror(a.id, "k"), None, "a mirror is not mirrored");
+        assert_eq!(reg.connection_count(), 2);
+        assert!(reg.names().is_empty() && reg.clients().is_empty());
+        assert_eq!(reg.claim(&b, Reason::Quit), Claim::Mirror);
+        assert_eq!(reg.claim(&a, Reason::Quit), Claim::Unlisted);
     }
 }

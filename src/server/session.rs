@@ -5,18 +5,22 @@
 //! `accept`) running [`run`]. Its life:
 //!
 //! 1. **Greet.** Queue `WELCOME` (it is the first line in the client's
-//!    outbox, so it is the first line the client gets). On a server
-//!    without a token the client joins at once: it is listed, and its
-//!    `JOIN` is handed to the broadcaster. Nothing can overtake the
+//!    outbox, so it is the first line the client gets).
+//! 2. **Join.** On a server without a token (with one: after `/auth`),
+//!    the client joins when its first line arrives, before that line is
+//!    handled, or [`JOIN_GRACE`] after its greeting if it says nothing:
+//!    it is listed, and its `JOIN` is handed to the broadcaster. (Why it
+//!    waits: a first line `/mirror KEY` makes the connection a mirror
+//!    instead, which never joins; see below.) Nothing can overtake the
 //!    greeting: broadcasts start only after the broadcaster has handled the
 //!    `JOIN`, and a `DM` needs the name, which is listed only after the
 //!    greeting is queued. Nothing here waits while holding a lock.
-//! 2. **Loop.** Read a frame, check it against the limits in a fixed
+//! 3. **Loop.** Read a frame, check it against the limits in a fixed
 //!    order, act on it. What the client says to everyone goes to the
 //!    broadcaster (chat lines through its inbox, payloads through the
 //!    payload lane); replies meant for this client alone (`OK`, `ERR`,
 //!    `PONG`, `USERS`…) are queued in its outbox here directly.
-//! 3. **End.** The loop ends with a reason. The session then settles who
+//! 4. **End.** The loop ends with a reason. The session then settles who
 //!    ends the connection (`Registry::claim`: the flusher may have
 //!    dropped this client as a slow consumer first) and removes the
 //!    connection from the client map, so that its place is free before
@@ -28,7 +32,25 @@
 //!
 //! The checks and the commands shared with HTTP streams live in
 //! `command` ([`Client`]); this file holds what only a TCP connection
-//! has: reading frames, `/send` payloads, `/resume`, `/auth`, and the end.
+//! has: reading frames, `/send` payloads, `/resume`, `/auth`, `/mirror`,
+//! and the end.
+//!
+//! # Mirrors
+//!
+//! A client that keeps two connections to one server for redundancy (the
+//! client library's `redundant` mode) must appear once: in `/list`, in the
+//! `TICK`'s count, in `JOIN` and `LEAVE`. So its second connection says
+//! `/mirror KEY` as its first line, KEY being the session key from its
+//! first connection's `WELCOME`. That connection becomes a *mirror*: never
+//! listed, counted or announced, it gets `OK mirror NAME` and then every
+//! broadcast event, from the next one on, through the same delivery as
+//! the members. It may only keep itself alive and catch up (`/ping`,
+//! `/pong`, `/resume SEQ`) and `/quit`; it counts against the connection
+//! limits and is dropped as a slow consumer like anyone. A KEY that names
+//! no open connection here (`ERR bad-key`) leaves the client to join as
+//! usual, right after that line. This is why a new client's `JOIN` waits
+//! for its first line: the server cannot know before it whether the
+//! connection is a client of its own or a mirror.
 //!
 //! # The order of the checks
 //!
@@ -69,7 +91,8 @@ use super::registry::Claim;
 use super::{ServerEvent, Shared};
 use crate::protocol::frame::IAC;
 use crate::protocol::{
-    ErrorCode, Frame, FrameReader, Reason, ServerLine, Telnet, guest_name, tokens_match,
+    Command, ErrorCode, Frame, FrameReader, Reason, ServerLine, Telnet, guest_name,
+    text_from_bytes, tokens_match,
 };
 use crate::silence::{Pinger, SilenceWatch};
 use bytes::Bytes;
@@ -108,6 +131,11 @@ const REPLAY_PIECE_BYTES: usize = 256 * 1024;
 /// refused.
 pub(crate) const BUDGET_WAIT: Duration = Duration::from_secs(2);
 
+/// How long a new client's `JOIN` waits for its first line (see the
+/// module docs): long enough for a client library to send `/mirror` right
+/// after `WELCOME`, short enough that a person with `nc` sees no wait.
+pub(crate) const JOIN_GRACE: Duration = Duration::from_millis(100);
+
 /// The session's reader: frames, from the socket, with a watch on the
 /// clock.
 type Reader = FrameReader<SilenceWatch<ReadHalf, Pinger>>;
@@ -133,7 +161,7 @@ pub(crate) fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
         reader: FrameReader::new(reader, config.max_line)
             .with_telnet()
             .release_when_idle(),
-        joined: false,
+        state: State::Outside,
         first_line: true,
         line: Vec::new(),
         client: Client::new(shared, conn),
@@ -147,19 +175,34 @@ pub(crate) fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
         Ok(Err(end)) => end,
         Err(_) => End::Silent(Reason::Error),
     };
-    finish(&mut session.client, session.joined, end);
+    let joined = matches!(session.state, State::Member | State::Mirror);
+    finish(&mut session.client, joined, end);
 }
 
 struct Session {
     client: Client,
     reader: Reader,
-    /// Whether the client joined (and so must have a `LEAVE`).
-    joined: bool,
+    /// Whether the client has joined, is about to, or is a mirror.
+    state: State,
     /// Whether no line has been read yet (see [`looks_like_http`]).
     first_line: bool,
     /// A copy of the line being handled (the reader's buffer is needed
     /// again to read a payload).
     line: Vec<u8>,
+}
+
+/// Where a session's client stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Not joined: not authenticated yet, or closed before it could join.
+    Outside,
+    /// Authenticated, waiting for its first line to join (at most
+    /// [`JOIN_GRACE`]: the reader's alarm is set for then).
+    Waiting,
+    /// Joined: listed and announced, so it must have a `LEAVE`.
+    Member,
+    /// A mirror: the broadcaster delivers to it, nobody announces it.
+    Mirror,
 }
 
 impl Session {
@@ -177,6 +220,8 @@ impl Session {
                 }
                 Ok(Some(Frame::TooLong(_))) => {
                     self.first_line = false;
+                    // A first line, however long: time to join.
+                    self.join_if_waiting()?;
                     self.too_long()?;
                     // The rest of the line, up to its LF, is read and
                     // dropped now, so that its end is a frame's end (and
@@ -192,7 +237,21 @@ impl Session {
                     continue;
                 }
                 Ok(None) => return Err(End::Silent(Reason::Closed)),
-                Err(e) => return Err(self.read_failed(&e)),
+                Err(e) => {
+                    // No line within the grace: the client joins, and the
+                    // reader goes on (with any part of a line it holds).
+                    if self.reader.get_mut().take_alarm() {
+                        self.join()?;
+                        continue;
+                    }
+                    return Err(self.read_failed(&e));
+                }
+            }
+            let waiting = self.state == State::Waiting;
+            // The first line joins the client before it is handled, unless
+            // it asks to make the connection a mirror.
+            if waiting && !asks_to_mirror(&self.line) {
+                self.join()?;
             }
             if std::mem::take(&mut self.first_line) && looks_like_http(&self.line) {
                 return Err(self.not_http());
@@ -201,6 +260,10 @@ impl Session {
             let result = self.handle_line(&line);
             self.line = line;
             result?;
+            // A `/mirror` that made no mirror: the client joins after it.
+            if waiting {
+                self.join_if_waiting()?;
+            }
         }
     }
 
@@ -208,25 +271,68 @@ impl Session {
         let conn = &self.client.conn;
         conn.send_line(welcome_line(conn, &self.client.shared.epoch.get()).as_bytes())?;
         if self.client.authed {
-            self.join()
-        } else {
-            Ok(())
+            self.wait_for_first_line();
         }
+        Ok(())
+    }
+
+    /// The client may join: it will, at its first line or [`JOIN_GRACE`]
+    /// from now, whichever comes first (see the module docs).
+    fn wait_for_first_line(&mut self) {
+        self.state = State::Waiting;
+        let alarm = Instant::now() + JOIN_GRACE;
+        self.reader.get_mut().set_alarm(Some(alarm));
+    }
+
+    fn join_if_waiting(&mut self) -> Result<(), End> {
+        if self.state == State::Waiting {
+            self.join()?;
+        }
+        Ok(())
     }
 
     /// Lists the client and hands its `JOIN` to the broadcaster. Its
     /// greeting (`WELCOME`, or `OK auth`) is already queued, so it comes
     /// first.
     fn join(&mut self) -> Result<(), End> {
+        self.reader.get_mut().set_alarm(None);
+        self.state = State::Outside;
         let conn = Arc::clone(&self.client.conn);
         if let Some(name) = self.client.shared.registry.list(conn.id) {
-            self.joined = true;
+            self.state = State::Member;
             self.client.hand_over(Inbox::Join {
                 conn,
                 name,
                 stream: None,
             })?;
         }
+        Ok(())
+    }
+
+    /// `/mirror KEY`: as the first line, makes this connection a mirror of
+    /// the one whose session key is KEY (see the module docs). On
+    /// `ERR bad-key` the client joins as usual after this line (see
+    /// [`Session::serve`]).
+    fn mirror(&mut self, key: &str) -> Result<(), End> {
+        if self.state != State::Waiting {
+            let text = "/mirror must be the first line";
+            return self.client.error(&mut ToOutbox, ErrorCode::BadArgs, text);
+        }
+        let conn = Arc::clone(&self.client.conn);
+        let Some(name) = self.client.shared.registry.mirror(conn.id, key) else {
+            let text = "that key matches no open connection on this server; \
+                        you join as a client of your own";
+            return self.client.error(&mut ToOutbox, ErrorCode::BadKey, text);
+        };
+        self.reader.get_mut().set_alarm(None);
+        self.state = State::Mirror;
+        self.client.mirror = true;
+        // The broadcaster says `OK mirror` itself, in the step that makes
+        // the mirror: every event numbered after that line is the mirror's.
+        // Wait for it, so that replies keep the order of the commands.
+        let (made, done) = bounded(1);
+        self.client.hand_over(Inbox::Mirror { conn, name, made })?;
+        let _ = done.recv();
         Ok(())
     }
 
@@ -311,6 +417,7 @@ impl Session {
             Outcome::Send(len) => self.payload(len),
             Outcome::Resume { after, key } => self.resume(after, key),
             Outcome::Auth(token) => self.auth(token),
+            Outcome::Mirror(key) => self.mirror(key),
             Outcome::Quit => Err(End::Bye(Reason::Quit)),
         }
     }
@@ -377,7 +484,8 @@ impl Session {
             return Ok(());
         }
         client.authed = true;
-        self.join()
+        self.wait_for_first_line();
+        Ok(())
     }
 
     fn resume(&mut self, after: u64, key: Option<&str>) -> Result<(), End> {
@@ -512,13 +620,13 @@ pub(crate) fn finish(client: &mut Client, joined: bool, end: End) {
     };
     let bye_line = || [conn.wire.bye(reason)];
     match claim {
-        Claim::Listed if joined => {
+        Claim::Listed | Claim::Mirror if joined => {
             // A member: the broadcaster queues what it is owed, then
             // the BYE (if any) as the very last line, and tells the
-            // others (not at shutdown). A client that closed on its own
-            // is owed nothing: close at once. At shutdown the
-            // broadcaster is still running: the acceptor stops it only
-            // after every session has ended.
+            // others (not at shutdown, and never of a mirror). A client
+            // that closed on its own is owed nothing: close at once. At
+            // shutdown the broadcaster is still running: the acceptor
+            // stops it only after every session has ended.
             if !bye {
                 conn.close_for(reason);
             }
@@ -527,8 +635,8 @@ pub(crate) fn finish(client: &mut Client, joined: bool, end: End) {
                 bye: bye.then_some(reason),
             });
         }
-        Claim::Listed | Claim::Unlisted if bye => conn.finish(&bye_line()),
-        Claim::Listed | Claim::Unlisted => conn.close_for(reason),
+        Claim::Listed | Claim::Unlisted | Claim::Mirror if bye => conn.finish(&bye_line()),
+        Claim::Listed | Claim::Unlisted | Claim::Mirror => conn.close_for(reason),
         Claim::Lost => {}
     }
     // Free the place in the client map (and its `--max-clients` and
@@ -546,6 +654,12 @@ pub(crate) fn finish(client: &mut Client, joined: bool, end: End) {
         name,
         reason: conn.reason().unwrap_or(Reason::Shutdown),
     });
+}
+
+/// Whether a line is a well-formed `/mirror KEY`.
+fn asks_to_mirror(line: &[u8]) -> bool {
+    let command = text_from_bytes(line).map(Command::parse);
+    matches!(command, Ok(Ok(Some(Command::Mirror(_)))))
 }
 
 /// Whether a line is an HTTP request line (`GET / HTTP/1.1`): a method

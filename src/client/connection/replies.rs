@@ -90,6 +90,7 @@ impl Connection<'_> {
             }
             Pending::Nick { name, reply, mode } => self.complete_nick(line, name, reply, mode),
             Pending::Auth => self.complete_auth(line),
+            Pending::Mirror => self.complete_mirror(line),
             Pending::Resume {
                 after,
                 keyed,
@@ -138,6 +139,27 @@ impl Connection<'_> {
         if outcome(line).is_err() {
             self.emit(line);
         }
+        self.handshake_step();
+    }
+
+    fn complete_mirror(&mut self, line: &ServerLine<'_>) {
+        let mut core = self.shared.core.lock();
+        match *line {
+            ServerLine::Ok { detail, .. } => {
+                // A mirror shows as its client: the holder's name.
+                self.name = detail.to_string();
+                core.links[self.link].name = detail.to_string();
+                let link = self.link;
+                self.shared
+                    .merged(&mut core, |merge, out| merge.link_mirrors(link, out));
+            }
+            // No mirror here (the holder is on another node, or the server
+            // is older): the server listed this connection as a client of
+            // its own. It is a plain second client, as redundant clients
+            // were before mirrors.
+            _ => core.links[self.link].mirror = false,
+        }
+        drop(core);
         self.handshake_step();
     }
 

@@ -14,6 +14,11 @@
 //! sockets, and TCP flow control slows the chatty clients down. Nothing
 //! that was accepted is dropped.
 //!
+//! A member may also be a *mirror*: the second connection of a client
+//! that has two (`/mirror KEY`, see `session`). It is delivered to by the
+//! same flush as everyone, but it is never announced (no `JOIN`, no
+//! `LEAVE`) nor counted in the `TICK`.
+//!
 //! The thread sleeps in `select!` on five things:
 //!
 //! * its inbox (a client said something, joined, renamed, left, wants to
@@ -88,9 +93,19 @@ pub(crate) enum Inbox {
         waiting: Option<Sender<String>>,
     },
     /// A member's connection ends (the closer has claimed it); announce its
-    /// `LEAVE`. With `bye`, the server is the one closing: first deliver
-    /// what the member is owed, then say `BYE`, then close its socket.
+    /// `LEAVE` (a mirror's: none). With `bye`, the server is the one
+    /// closing: first deliver what the member is owed, then say `BYE`,
+    /// then close its socket.
     Leave { id: ClientId, bye: Option<Reason> },
+    /// A connection became a mirror of the client called `name` (it is
+    /// marked so in the client map): it is told `OK mirror NAME`, and from
+    /// the next event on it gets every one, announced by nobody.
+    Mirror {
+        conn: Arc<Conn>,
+        name: String,
+        /// Dropped once that is done: its session waits for it.
+        made: Sender<()>,
+    },
     /// The embedding program's notification, sent as `TICK`.
     Notify { text: String },
     /// A member asked to `/resume`.
@@ -142,12 +157,17 @@ pub(crate) struct Replay {
     pub last: u64,
 }
 
-/// A joined client, as the broadcaster knows it.
+/// A joined client (or a mirror), as the broadcaster knows it.
 struct Member {
     conn: Arc<Conn>,
-    /// The name as last announced (by `JOIN` or `NICK`).
+    /// The name as last announced (by `JOIN` or `NICK`); a mirror's: the
+    /// name of the client it mirrors, when it became one.
     name: String,
-    /// The SEQ of its `JOIN`: it is sent every event from there on.
+    /// A mirror: delivered to like any member, but never announced nor
+    /// counted (see the module docs).
+    mirror: bool,
+    /// The SEQ of its `JOIN`: it is sent every event from there on (a
+    /// mirror: from the first event after it became one).
     from_seq: u64,
     /// A cluster node's member whose `LEAVE` is on its way through Redis,
     /// with the `BYE` it gets once its `LEAVE` comes back (see `room`).
@@ -327,6 +347,7 @@ impl Broadcaster {
             }
             Inbox::Nick { id, new, .. } => self.announce_rename(id, new),
             Inbox::Leave { id, bye } => self.say_goodbye(id, bye),
+            Inbox::Mirror { conn, name, made } => self.add_mirror(conn, name, made),
             Inbox::Notify { text } => self.notify(&text),
             Inbox::Resume {
                 conn,
@@ -357,6 +378,7 @@ impl Broadcaster {
         let member = Member {
             conn: Arc::clone(&conn),
             name,
+            mirror: false,
             from_seq: seq,
             leaving: None,
         };
@@ -364,6 +386,34 @@ impl Broadcaster {
         if let Some(start) = stream {
             self.start_stream(&conn, start);
         }
+    }
+
+    /// A mirror joins, silently: it is told `OK mirror NAME`, then sent
+    /// every event from the next one on (the same on a cluster node: a
+    /// mirror is this node's own). Its session goes on once `made` is
+    /// dropped.
+    fn add_mirror(&mut self, conn: Arc<Conn>, name: String, made: Sender<()>) {
+        // Dropped on the way here (its departure came first): nothing to
+        // add, or it would stay for ever.
+        if conn.reason().is_some() {
+            return;
+        }
+        let ok = ServerLine::Ok {
+            what: "mirror",
+            detail: &name,
+        };
+        if let Err(e) = conn.send_line(ok.to_line().as_bytes()) {
+            return self.shared.drop_client(&conn, e.reason());
+        }
+        let member = Member {
+            conn: Arc::clone(&conn),
+            name,
+            mirror: true,
+            from_seq: self.history.newest() + 1,
+            leaving: None,
+        };
+        self.members.insert(conn.id, member);
+        drop(made);
     }
 
     /// Publishes a member's payload as `DATA`.
@@ -439,12 +489,13 @@ impl Broadcaster {
     }
 
     /// How many clients the room has (on a cluster node: on every node).
+    /// Mirrors are not clients of their own.
     fn room_size(&self) -> usize {
         #[cfg(feature = "redis")]
         if let Some(room) = &self.room {
             return room.roster.lock().len();
         }
-        self.members.len()
+        self.members.values().filter(|m| !m.mirror).count()
     }
 
     /// What a cluster node's room threads tell (nothing, alone).
@@ -500,7 +551,8 @@ impl Broadcaster {
 
     /// Removes a member and announces its `LEAVE` with the reason its
     /// connection was closed for (its key is remembered if asked).
-    /// Returns the member and the SEQ of its `LEAVE` (none at shutdown).
+    /// Returns the member and the SEQ of its `LEAVE` (none at shutdown, nor
+    /// for a mirror).
     fn depart_member(&mut self, id: ClientId, remember_key: bool) -> Option<(Member, Option<u64>)> {
         #[cfg(feature = "redis")]
         if self.room.is_some() {
@@ -508,6 +560,11 @@ impl Broadcaster {
             return None;
         }
         let member = self.members.remove(&id)?;
+        if member.mirror {
+            // Never announced, so it leaves without a `LEAVE`; and its key
+            // was never a member's, so there is none to remember.
+            return Some((member, None));
+        }
         let reason = member.conn.reason().unwrap_or(Reason::Error);
         if self.shared.is_stopping() {
             // No `LEAVE` at shutdown: everyone left is about to get

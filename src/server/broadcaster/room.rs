@@ -65,6 +65,7 @@ impl Broadcaster {
                 let member = Member {
                     conn: Arc::clone(&conn),
                     name,
+                    mirror: false,
                     from_seq: NOT_YET,
                     leaving: None,
                 };
@@ -93,6 +94,8 @@ impl Broadcaster {
                 }
             }
             Inbox::Leave { id, bye } => self.leave_room(id, bye),
+            // A mirror is this node's own: Redis never hears of it.
+            Inbox::Mirror { conn, name, made } => self.add_mirror(conn, name, made),
             Inbox::Notify { text } => self.propose_tick(&text, false),
             Inbox::Resume {
                 conn,
@@ -151,6 +154,15 @@ impl Broadcaster {
         let Some(member) = self.members.get_mut(&id) else {
             return;
         };
+        if member.mirror {
+            // Never in the room: it leaves without a word to Redis.
+            if let Some(member) = self.members.remove(&id)
+                && let Some(bye) = bye
+            {
+                self.send_off(&member, None, bye);
+            }
+            return;
+        }
         if member.leaving.is_some() {
             return;
         }
