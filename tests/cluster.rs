@@ -1513,3 +1513,46 @@ fn a_streams_name_is_checked_and_cannot_forge_events() {
     assert!(seen.iter().all(|e| !e.line.contains("pwned")), "{seen:?}");
     while !watcher.sse.next_broadcast().line().ends_with("still here") {}
 }
+
+/// `--history` and `--history-bytes` bound the room's log in Redis too:
+/// payloads far beyond `--history-bytes` leave at most that many bytes of
+/// events (and the newest event) in the stream, and `/resume 0` on a new
+/// node replays exactly what is left, with the gap before it.
+#[test]
+#[ignore = "needs redis-server; scripts/test installs it"]
+fn the_rooms_log_in_redis_keeps_within_the_history_bounds() {
+    let redis = Redis::start();
+    let bounds = ["--history-bytes", "64KiB", "--history", "1000"];
+    let na = node(&redis, "bounded", &bounds);
+    let (mut a, _) = join(na.addr);
+    let payload = vec![b'x'; 8 * 1024];
+    for _ in 0..40 {
+        a.send(format!("/send {}\n", payload.len()));
+        a.send(&payload);
+        a.send("\n");
+    }
+    a.line("done");
+    let mut seen = Vec::new();
+    let done = until_msg(&mut a, "done", &mut seen);
+    let number = |reply: String| -> u64 {
+        reply
+            .trim_start_matches([':', '+'])
+            .parse()
+            .unwrap_or_else(|_| panic!("{reply:?}"))
+    };
+    let bytes = number(redis.command(&["GET", "tickcast:{bounded}:bytes"]));
+    let events = number(redis.command(&["XLEN", "tickcast:{bounded}:log"]));
+    assert!(bytes <= 64 * 1024, "{bytes} bytes of events in Redis");
+    assert!((7..=8).contains(&events), "{events} events in Redis");
+    // A node started now finds exactly that: a gap, then the newest.
+    let nb = node(&redis, "bounded", &bounds);
+    let (mut b, _) = join(nb.addr);
+    b.line("/resume 0");
+    let gap = b.reply_within(WAIT);
+    assert!(gap.starts_with("ERR resume-gap "), "{gap:?}");
+    let oldest: u64 = gap["ERR resume-gap ".len()..].parse().unwrap();
+    assert!(
+        done.seq() - oldest < events + 2,
+        "{gap} with {events} events"
+    );
+}

@@ -440,7 +440,8 @@ impl RoomStart {
     fn join(config: &Config) -> io::Result<RoomStart> {
         #[cfg(feature = "redis")]
         if let Some(cluster) = &config.cluster {
-            let joining = cluster::join(cluster, config.history)
+            let history = (config.history, config.history_bytes);
+            let joining = cluster::join(cluster, history)
                 .map_err(|e| io::Error::new(io::ErrorKind::NotConnected, e))?;
             return Ok(RoomStart::Node(Box::new(joining)));
         }

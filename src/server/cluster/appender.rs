@@ -286,6 +286,16 @@ impl Appender {
                 if self.shared.registry.claim(&conn, Reason::Unavailable).won() {
                     conn.finish(&[conn.wire.bye(Reason::Unavailable)]);
                 }
+                if answer.is_none() {
+                    // Redis may have run it and lost only its answer: once
+                    // it is back, make sure the room has no ghost of it.
+                    self.leaves.push(Op::Leave {
+                        id: conn.id,
+                        reason: Reason::Unavailable,
+                        remember: false,
+                        epoch: self.shared.epoch.get(),
+                    });
+                }
                 let _ = self.events.send(RoomEvent::LeaveSettled(conn.id));
             }
             Op::Say { conn, ticket, .. } => {

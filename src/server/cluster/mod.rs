@@ -242,7 +242,10 @@ impl Joining {
 
 /// Reaches Redis (within [`START_TIMEOUT`]) and reads the room's state:
 /// its EPOCH (made now if the room is new) and newest events.
-pub(crate) fn join(config: &ClusterConfig, history: usize) -> Result<Joining, ClusterError> {
+pub(crate) fn join(
+    config: &ClusterConfig,
+    history: (usize, usize),
+) -> Result<Joining, ClusterError> {
     let mut node = [0u8; 4];
     getrandom::fill(&mut node).map_err(|e| ClusterError(e.to_string()))?;
     let node = crate::protocol::to_hex(&node);

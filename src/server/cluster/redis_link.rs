@@ -32,18 +32,24 @@ pub(crate) struct Target {
     /// `tickcast:{ROOM}:`, the prefix of every key of the room.
     prefix: String,
     node: String,
-    /// `--history`, the least the log keeps.
+    /// `--history` and `--history-bytes`: what the log keeps.
     history: usize,
+    history_bytes: usize,
 }
 
 impl Target {
-    pub(crate) fn new(config: &ClusterConfig, node: &str, history: usize) -> Self {
+    pub(crate) fn new(
+        config: &ClusterConfig,
+        node: &str,
+        (history, history_bytes): (usize, usize),
+    ) -> Self {
         Target {
             client: redis::Client::open(config.redis.as_str()).ok(),
             url: config.redis.clone(),
             prefix: format!("tickcast:{{{}}}:", config.room),
             node: node.to_string(),
             history,
+            history_bytes,
         }
     }
 
@@ -143,7 +149,8 @@ impl RedisLink {
             .arg(epoch)
             .arg(deadline)
             .arg(&self.target.node)
-            .arg(self.target.history);
+            .arg(self.target.history)
+            .arg(self.target.history_bytes);
         for arg in args {
             cmd.arg(*arg);
         }

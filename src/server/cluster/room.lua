@@ -15,8 +15,9 @@
 --          Redis runs later than that (it was paused, the node gave up
 --          waiting and told its client `ERR unavailable`) does nothing
 -- ARGV[4]  the node's id
--- ARGV[5]  --history: how many events the log keeps at least
--- ARGV[6…] the operation's own arguments
+-- ARGV[5]  --history: how many events the log keeps
+-- ARGV[6]  --history-bytes: how many bytes of events the log keeps
+-- ARGV[7…] the operation's own arguments
 --
 -- Keys: epoch (string), seq (counter), log (stream: the numbered events,
 -- entry ID `SEQ-0`), ctl (stream: direct messages between nodes), names
@@ -35,8 +36,8 @@
 -- then treats Redis as lost.)
 
 local p = KEYS[1]
-local op, epoch, deadline, node, keep =
-    ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5])
+local op, epoch, deadline, node, keep, keep_bytes =
+    ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], tonumber(ARGV[5]), tonumber(ARGV[6])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
@@ -44,13 +45,33 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- members are announced `node-down` by the next node that beats.
 local DEAD_AFTER = 10000
 
+-- Keeps the log within --history events and --history-bytes bytes
+-- after the event `seq` of `size` bytes was added: the oldest go first,
+-- the newest always stays (every node must be able to read it). `sizes`
+-- lists the size of each event in the log, oldest first, and `bytes` is
+-- their sum, so the oldest can go without reading them.
+local function trim(seq, size)
+  local n = redis.call('RPUSH', p .. 'sizes', size)
+  local bytes = redis.call('INCRBY', p .. 'bytes', size)
+  local kept = n
+  while kept > 1 and (kept > keep or bytes > keep_bytes) do
+    bytes = bytes - tonumber(redis.call('LPOP', p .. 'sizes'))
+    kept = kept - 1
+  end
+  if kept < n then
+    redis.call('SET', p .. 'bytes', bytes)
+    redis.call('XTRIM', p .. 'log', 'MINID', (seq - kept + 1) .. '-0')
+  end
+end
+
 -- Appends one numbered event: `VERB SEQ REST` (+ LF) with the next SEQ.
 -- `id` is the client the event is about, `name` its name afterwards.
 local function append(verb, rest, id, name, tail)
   local seq = redis.call('INCR', p .. 'seq')
   local line = verb .. ' ' .. seq .. ' ' .. rest .. '\n' .. (tail or '')
-  redis.call('XADD', p .. 'log', 'MAXLEN', '~', keep, seq .. '-0',
+  redis.call('XADD', p .. 'log', seq .. '-0',
     'e', epoch, 'l', line, 'v', verb, 'm', id or '', 'n', name or '')
+  trim(seq, #line)
   return seq
 end
 
@@ -190,8 +211,12 @@ function OPS.dm(id, to, text)
   local from = redis.call('HGET', p .. 'who', id) or '*'
   local name = redis.call('HGET', p .. 'who', target)
   local line = 'DM ' .. from .. text .. '\n'
-  redis.call('XADD', p .. 'ctl', 'MAXLEN', '~', 10000, '*', 'e', epoch,
+  -- Direct messages are live only: at most 1000 in the stream, none
+  -- older than a minute (a node that was away that long has lost its
+  -- clients anyway).
+  redis.call('XADD', p .. 'ctl', 'MAXLEN', '~', 1000, '*', 'e', epoch,
     'to', target, 'l', line)
+  redis.call('XTRIM', p .. 'ctl', 'MINID', '~', now - 60000)
   return {'ok', name}
 end
 
@@ -261,4 +286,4 @@ if deadline > 0 and now > deadline then return {'late'} end
 if op ~= 'start' and redis.call('GET', p .. 'epoch') ~= epoch then
   return {'epoch'}
 end
-return run(unpack(ARGV, 6))
+return run(unpack(ARGV, 7))
