@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::proxy::Proxy;
-use support::{Raw, WAIT, config, joined, start};
+use support::{Raw, WAIT, config, events_until, joined, start};
 use tickcast::client::{Client, ClientConfig, ClientError, Closed, Event, Gap, Reconnect};
 use tickcast::protocol::{ErrorCode, Reason};
 use tickcast::server::{self, Config};
@@ -31,24 +31,6 @@ fn named(name: &str) -> ClientConfig {
     ClientConfig {
         name: Some(name.into()),
         ..fast()
-    }
-}
-
-/// Takes events until `done` says so (bounded wait); returns them all.
-fn events_until(client: &Client, mut done: impl FnMut(&Event) -> bool) -> Vec<Event> {
-    let deadline = Instant::now() + WAIT;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let event = client
-            .events()
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("timed out; events so far: {seen:#?}"));
-        let stop = done(&event);
-        seen.push(event);
-        if stop {
-            return seen;
-        }
     }
 }
 

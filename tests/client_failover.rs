@@ -12,7 +12,7 @@ mod support;
 use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{WAIT, config, start};
+use support::{WAIT, config, events_until, start};
 use tickcast::client::{Client, ClientConfig, Event, Gap, Reconnect};
 use tickcast::server::{self, ServerHandle};
 
@@ -42,24 +42,6 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     while !done() {
         assert!(started.elapsed() < WAIT, "timed out waiting until {what}");
         thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// Takes events until `done` says so (bounded wait); returns them all.
-fn events_until(client: &Client, mut done: impl FnMut(&Event) -> bool) -> Vec<Event> {
-    let deadline = Instant::now() + WAIT;
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let event = client
-            .events()
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("timed out; events so far: {seen:#?}"));
-        let stop = done(&event);
-        seen.push(event);
-        if stop {
-            return seen;
-        }
     }
 }
 

@@ -23,7 +23,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 use support::process::{Serve, run_bounded};
 use support::redis::{Redis, free_port};
-use support::{Event, Raw, WAIT, named, parse_welcome};
+use support::{Event, Raw, WAIT, events_until, named, parse_welcome};
 use tickcast::client::{Client, ClientConfig, Event as ClientEvent, Reconnect};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tickcast");
@@ -52,6 +52,19 @@ fn node(redis: &Redis, room: &str, extra: &[&str]) -> Serve {
     let mut args = vec!["--redis", url.as_str(), "--room", room];
     args.extend_from_slice(extra);
     Serve::start(BIN, &[], &args)
+}
+
+/// A node's HTTP address, from its second stderr line (`--http`).
+fn http_addr(serve: &Serve) -> SocketAddr {
+    let line = serve
+        .stderr
+        .recv_timeout(WAIT)
+        .expect("no second line on stderr");
+    line.strip_prefix("tickcast http on http://")
+        .and_then(|rest| rest.strip_suffix('/'))
+        .unwrap_or_else(|| panic!("second line was {line:?}"))
+        .parse()
+        .unwrap()
 }
 
 /// Connects, and takes the first event, which must be the client's own
@@ -489,17 +502,6 @@ fn stats_and_metrics_show_the_nodes_own_view() {
     let http = ["--http", "127.0.0.1:0"];
     let na = node(&redis, "stats", &http);
     let nb = node(&redis, "stats", &http);
-    let http_addr = |serve: &Serve| -> SocketAddr {
-        let line = serve
-            .stderr
-            .recv_timeout(WAIT)
-            .expect("no second line on stderr");
-        line.strip_prefix("tickcast http on http://")
-            .and_then(|rest| rest.strip_suffix('/'))
-            .unwrap_or_else(|| panic!("second line was {line:?}"))
-            .parse()
-            .unwrap()
-    };
     let (ha, hb) = (http_addr(&na), http_addr(&nb));
     let cluster = |addr: SocketAddr| -> serde_json::Value {
         let answer = support::http::get(addr, "/stats");
@@ -764,27 +766,11 @@ fn a_redundant_client_on_two_nodes_loses_nothing_when_one_dies() {
         },
     )
     .expect("connect the redundant client");
-    let events_until = |mut done: Box<dyn FnMut(&ClientEvent) -> bool + '_>| {
-        let deadline = Instant::now() + WAIT;
-        let mut seen = Vec::new();
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let event = client
-                .events()
-                .recv_timeout(left)
-                .unwrap_or_else(|_| panic!("timed out; events so far: {seen:#?}"));
-            let stop = done(&event);
-            seen.push(event);
-            if stop {
-                return seen;
-            }
-        }
-    };
     let mut connected = 0;
-    let mut events = events_until(Box::new(|e| {
+    let mut events = events_until(&client, |e| {
         connected += usize::from(matches!(e, ClientEvent::Connected { .. }));
         connected == 2
-    }));
+    });
 
     // One link on each node (the client's ends of the TCP connections).
     let started = Instant::now();
@@ -822,11 +808,11 @@ fn a_redundant_client_on_two_nodes_loses_nothing_when_one_dies() {
         .expect("the sender is stuck");
     na.kill9();
     let mut received = 0;
-    events.extend(events_until(Box::new(|e| {
+    events.extend(events_until(&client, |e| {
         received +=
             usize::from(matches!(e, ClientEvent::Msg { text, .. } if text.starts_with('r')));
         received == N
-    })));
+    }));
     drop(producer.join().unwrap());
 
     let seqs: Vec<u64> = events.iter().filter_map(ClientEvent::seq).collect();
@@ -1340,7 +1326,13 @@ fn refused_start(args: &[&str], limit: Duration) -> (i32, String, Duration) {
 #[ignore = "needs redis-server; scripts/test installs it"]
 fn a_node_that_cannot_reach_redis_exits_1() {
     let url = format!("redis://127.0.0.1:{}/0", free_port());
-    let (code, stderr, ran) = refused_start(&["--redis", &url], START_FAILS_WITHIN + GRACE);
+    assert_cannot_reach(&url);
+}
+
+/// Starts a node on `url`, which must fail: status 1 within the contract's
+/// bound, saying it cannot reach Redis.
+fn assert_cannot_reach(url: &str) {
+    let (code, stderr, ran) = refused_start(&["--redis", url], START_FAILS_WITHIN + GRACE);
     eprintln!("exit {code} after {ran:?}: {stderr}");
     assert_eq!(code, 1, "{stderr}");
     assert!(
@@ -1358,21 +1350,13 @@ fn a_node_that_cannot_reach_redis_exits_1() {
 fn a_node_whose_redis_does_not_answer_exits_1_within_10_s() {
     let redis = Redis::start();
     redis.pause();
-    let url = redis.url();
-    let (code, stderr, ran) = refused_start(&["--redis", &url], START_FAILS_WITHIN + GRACE);
-    eprintln!("exit {code} after {ran:?}: {stderr}");
-    assert_eq!(code, 1, "{stderr}");
-    assert!(
-        stderr
-            .lines()
-            .any(|l| l.starts_with(&format!("tickcast: cannot reach Redis at {url}"))),
-        "{stderr}"
-    );
+    assert_cannot_reach(&redis.url());
 }
 
 /// `--room` takes 1 to 64 of `A-Z a-z 0-9 _ - .`: anything else exits 1
-/// (as every other bad option of `serve`) with a message naming the option, and so does `--room` without
-/// `--redis`; the longest good name works.
+/// (as every other bad option of `serve`) with a message naming the
+/// option, and so does `--room` without `--redis`; the longest good name
+/// works.
 #[test]
 #[ignore = "needs redis-server; scripts/test installs it"]
 fn room_names_are_checked() {
@@ -1407,13 +1391,7 @@ fn post_line_answers_nick_and_msg_from_redis() {
     let redis = Redis::start();
     let na = node(&redis, "post", &["--http", "127.0.0.1:0"]);
     let nb = node(&redis, "post", &[]);
-    let line = na.stderr.recv_timeout(WAIT).expect("no http line");
-    let http: SocketAddr = line
-        .strip_prefix("tickcast http on http://")
-        .and_then(|rest| rest.strip_suffix('/'))
-        .unwrap_or_else(|| panic!("second line was {line:?}"))
-        .parse()
-        .unwrap();
+    let http = http_addr(&na);
     let mut web = support::http::stream(http, "");
     let (mut bob, _) = join(nb.addr);
     bob.line("/nick bob");
@@ -1488,13 +1466,7 @@ fn replies_come_in_the_order_of_the_commands() {
 fn a_streams_name_is_checked_and_cannot_forge_events() {
     let redis = Redis::start();
     let na = node(&redis, "forge", &["--http", "127.0.0.1:0"]);
-    let line = na.stderr.recv_timeout(WAIT).expect("no http line");
-    let http: SocketAddr = line
-        .strip_prefix("tickcast http on http://")
-        .and_then(|rest| rest.strip_suffix('/'))
-        .unwrap_or_else(|| panic!("second line was {line:?}"))
-        .parse()
-        .unwrap();
+    let http = http_addr(&na);
     let mut watcher = support::http::stream(http, "");
     let (mut tcp, _) = join(na.addr);
     let target = "/events?name=evil%0AMSG%20999999%20admin%20pwned";

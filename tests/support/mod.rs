@@ -465,3 +465,25 @@ pub fn named(addr: SocketAddr, name: &str) -> Raw {
     assert!(nick.line.ends_with(&format!(" {name}")), "{nick:?}");
     c
 }
+
+/// Takes a library client's events until `done` says so (waiting at most
+/// [`WAIT`] in all); returns them all, the last one included.
+pub fn events_until(
+    client: &tickcast::client::Client,
+    mut done: impl FnMut(&tickcast::client::Event) -> bool,
+) -> Vec<tickcast::client::Event> {
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let event = client
+            .events()
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("timed out; events so far: {seen:#?}"));
+        let stop = done(&event);
+        seen.push(event);
+        if stop {
+            return seen;
+        }
+    }
+}
