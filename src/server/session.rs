@@ -243,7 +243,7 @@ impl Session {
                 Ok(Some(Frame::TooLong(_))) => {
                     self.first_line = false;
                     // A first line, however long, is no `/mirror`.
-                    self.welcome_if_waiting()?;
+                    self.join_as_client()?;
                     self.too_long()?;
                     // The rest of the line, up to its LF, is read and
                     // dropped now, so that its end is a frame's end (and
@@ -264,7 +264,7 @@ impl Session {
                     // joins, and the reader goes on (with any part of a
                     // line it holds).
                     if self.reader.get_mut().take_alarm() {
-                        self.welcome_if_waiting()?;
+                        self.join_as_client()?;
                         continue;
                     }
                     return Err(self.read_failed(&e));
@@ -291,7 +291,7 @@ impl Session {
             // A `/mirror` that made no mirror (refused by a limit): the
             // client joins after it.
             if waiting {
-                self.welcome_if_waiting()?;
+                self.join_as_client()?;
             }
         }
     }
@@ -325,7 +325,7 @@ impl Session {
 
     /// The client is no mirror: welcome it, if it waits for that, and
     /// have it join, if it waits for that.
-    fn welcome_if_waiting(&mut self) -> Result<(), End> {
+    fn join_as_client(&mut self) -> Result<(), End> {
         if self.state == State::Unwelcomed {
             self.welcome()?;
             return self.join();
@@ -406,7 +406,7 @@ impl Session {
         if self.state == State::Unwelcomed
             && matches!(command, Telnet::Command(c) if Telnet::STOPS.contains(&c))
         {
-            self.welcome_if_waiting()?;
+            self.join_as_client()?;
         }
         const WILL: u8 = 251;
         const WONT: u8 = 252;
