@@ -21,7 +21,7 @@
 //!   ([`SilenceWatch::set_alarm`]): a read then fails with
 //!   [`ErrorKind::TimedOut`], and [`SilenceWatch::take_alarm`] says it was
 //!   the alarm, not a failure. The server's session uses it for the grace
-//!   a new client's `JOIN` waits for its first line.
+//!   a new client's `WELCOME` waits for its first line.
 //!
 //! It works with the socket's read timeout, set to the time left until the
 //! next deadline, so a quiet connection costs no CPU: the thread sleeps in

@@ -209,6 +209,6 @@ fn a_redundant_client_with_one_address_keeps_both_links_there() {
     // Both connections there, and the second a mirror: listed once.
     wait_until("both links are in", || server.connection_count() == 2);
     wait_until("the first link has joined", || members(&server) == 1);
-    thread::sleep(Duration::from_millis(200)); // longer than the JOIN grace
+    thread::sleep(Duration::from_millis(200)); // longer than the WELCOME grace
     assert_eq!(members(&server), 1, "{:?}", server.clients());
 }

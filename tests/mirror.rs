@@ -1,8 +1,10 @@
 //! A redundant client's second connection, `/mirror KEY`: a *mirror* gets
 //! every broadcast like a member, but is never listed, counted nor
-//! announced; and the grace a new client's `JOIN` waits for its first
-//! line, which is what lets the server tell a mirror from a client. Raw
-//! bytes over loopback, as in `protocol.rs`.
+//! announced; and the grace a new client's `WELCOME` waits for its first
+//! line, which is what lets the server tell a mirror from a client while
+//! keeping the contract's promise: when a client gets its `WELCOME`, it
+//! is listed and its `JOIN` is queued. Raw bytes over loopback, as in
+//! `protocol.rs`.
 
 mod support;
 
@@ -10,20 +12,28 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{Raw, WAIT, config, joined, named, non_reader, start};
+use support::{Raw, WAIT, config, joined, named, non_reader_saying, start};
 use tickcast::server::Config;
 
-/// How long after its `WELCOME` a silent client's `JOIN` may come: the
+/// How long after connecting a silent client's `WELCOME` may come: the
 /// 100 ms grace, and room for a loaded machine.
 const GRACE_AND_SLACK: Duration = Duration::from_millis(1000);
 
-/// Connects a mirror of the client `of`, currently called `name`, and
-/// checks its `OK mirror`.
+/// Connects a mirror of the client `of`, currently called `name`: its
+/// `/mirror KEY` goes out before its `WELCOME` comes. Checks its
+/// `OK mirror`.
 fn mirror(addr: SocketAddr, of: &Raw, name: &str) -> Raw {
-    let mut m = Raw::connect(addr);
-    m.line(&format!("/mirror {}", of.welcome().key));
+    let mut m = Raw::connect_saying(addr, &format!("/mirror {}", of.welcome().key));
     assert_eq!(m.reply(), format!("OK mirror {name}"));
     m
+}
+
+/// `/list`'s names, as `a` sees them.
+fn names(a: &mut Raw) -> Vec<String> {
+    a.line("/list");
+    let users = a.reply();
+    assert!(users.starts_with("USERS "), "{users}");
+    users.split(' ').skip(2).map(str::to_string).collect()
 }
 
 /// Waits (bounded) until `done` holds.
@@ -36,14 +46,14 @@ fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 #[test]
-fn a_silent_client_joins_within_the_grace() {
+fn a_silent_client_is_welcomed_within_the_grace() {
     let server = start(config());
+    let connected = Instant::now();
     let mut a = Raw::connect(server.local_addr());
-    let welcomed = Instant::now();
+    let waited = connected.elapsed();
+    assert!(waited < GRACE_AND_SLACK, "WELCOME after {waited:?}");
     let join = a.event();
-    let waited = welcomed.elapsed();
     assert_eq!(join.line, format!("JOIN {} {}", join.seq(), a.name()));
-    assert!(waited < GRACE_AND_SLACK, "JOIN after {waited:?}");
     // From its JOIN on, every event, with consecutive SEQs.
     let mut b = joined(server.local_addr());
     b.line("hello");
@@ -51,12 +61,41 @@ fn a_silent_client_joins_within_the_grace() {
     assert_eq!(seqs, [join.seq() + 1, join.seq() + 2]);
 }
 
+/// The contract's sentence, word for word: "When a client gets its
+/// WELCOME it is already listed and its JOIN is queued".
+#[test]
+fn a_welcomed_client_is_already_listed_and_its_join_queued() {
+    let server = start(config());
+    let addr = server.local_addr();
+    let mut a = joined(addr);
+    // Silent (welcomed when the grace ends) and talkative (at once).
+    for b in [Raw::connect(addr), Raw::connect_saying(addr, "/ping hi")] {
+        assert!(names(&mut a).iter().any(|n| n == b.name()), "{}", b.name());
+        let join = a.event();
+        assert_eq!(join.line, format!("JOIN {} {}", join.seq(), b.name()));
+    }
+}
+
+#[test]
+fn a_client_that_speaks_at_once_is_welcomed_at_once() {
+    let server = start(config());
+    // Under the grace at least once in a few tries, whatever the load.
+    let quickest = (0..5)
+        .map(|_| {
+            let connected = Instant::now();
+            let _a = Raw::connect_saying(server.local_addr(), "/ping hi");
+            connected.elapsed()
+        })
+        .min()
+        .unwrap();
+    assert!(quickest < Duration::from_millis(80), "{quickest:?}");
+}
+
 #[test]
 fn a_first_line_joins_the_client_before_it_is_handled() {
     let server = start(config());
     let mut watcher = joined(server.local_addr());
-    let mut a = Raw::connect(server.local_addr());
-    a.line("hi at once");
+    let mut a = Raw::connect_saying(server.local_addr(), "hi at once");
     let join = a.event();
     assert_eq!(join.line, format!("JOIN {} {}", join.seq(), a.name()));
     let msg = a.event();
@@ -71,10 +110,11 @@ fn a_first_line_joins_the_client_before_it_is_handled() {
 #[test]
 fn a_line_half_sent_when_the_grace_ends_is_kept_whole() {
     let server = start(config());
-    let mut a = Raw::connect(server.local_addr());
+    let mut a = Raw::connect_bare(server.local_addr());
     a.send("hel");
-    // The grace ends while the line is half in: the client joins, and
-    // the line goes on where it was.
+    // The grace ends while the line is half in: the client is welcomed
+    // and joins, and the line goes on where it was.
+    a.read_welcome();
     let join = a.event();
     assert_eq!(join.line, format!("JOIN {} {}", join.seq(), a.name()));
     a.send("lo\n");
@@ -133,24 +173,15 @@ fn the_tick_does_not_count_a_mirror() {
 }
 
 #[test]
-fn a_mirror_may_be_made_before_its_client_has_joined() {
-    let server = start(config());
-    let addr = server.local_addr();
-    // Welcomed, and still within its grace: not joined yet, but its key
-    // is good for a mirror already.
-    let mut a = Raw::connect(addr);
-    let mut m = mirror(addr, &a, a.name());
-    a.line("hello");
-    let said = a.event_starting("MSG ");
-    assert_eq!(m.event_starting("MSG "), said);
-}
-
-#[test]
 fn an_unknown_key_is_refused_and_the_connection_joins_as_a_client() {
     let server = start(config());
     let mut watcher = joined(server.local_addr());
-    let mut c = Raw::connect(server.local_addr());
-    c.line("/mirror 00112233445566778899aabbccddeeff");
+    let mut c = Raw::connect_saying(
+        server.local_addr(),
+        "/mirror 00112233445566778899aabbccddeeff",
+    );
+    // Listed by the time it is welcomed, as any client.
+    assert!(names(&mut watcher).iter().any(|n| n == c.name()));
     let reply = c.reply();
     assert!(reply.starts_with("ERR bad-key "), "{reply}");
     let join = c.event();
@@ -170,8 +201,7 @@ fn mirror_must_be_the_first_line() {
     a.line(&format!("/mirror {key}"));
     assert_eq!(a.reply(), "ERR bad-args /mirror must be the first line");
     // A first line of any kind, even a /ping, makes the client join.
-    let mut b = Raw::connect(addr);
-    b.line("/ping first");
+    let mut b = Raw::connect_saying(addr, "/ping first");
     b.line(&format!("/mirror {key}"));
     assert_eq!(b.reply(), "PONG first");
     assert_eq!(b.reply(), "ERR bad-args /mirror must be the first line");
@@ -214,12 +244,37 @@ fn a_mirror_only_receives() {
     alice.assert_quiet("the mirror said nothing");
 }
 
-#[test]
-fn with_a_token_mirror_is_the_first_line_after_auth() {
-    let server = start(Config {
+fn token_config() -> Config {
+    Config {
         token: Some("s3cret".into()),
         ..config()
-    });
+    }
+}
+
+#[test]
+fn with_a_token_a_client_is_listed_at_its_ok_auth() {
+    let server = start(token_config());
+    let addr = server.local_addr();
+    // With a token, WELCOME comes at once, unasked.
+    let connected = Instant::now();
+    let mut a = Raw::connect(addr);
+    a.line("/auth s3cret");
+    assert_eq!(a.reply(), "OK auth");
+    let join_a = a.event();
+    assert_eq!(join_a.line, format!("JOIN {} {}", join_a.seq(), a.name()));
+    assert!(connected.elapsed() < GRACE_AND_SLACK);
+    let mut b = Raw::connect(addr);
+    b.line("/auth s3cret");
+    assert_eq!(b.reply(), "OK auth");
+    // Right after b's OK auth, a sees b listed, and gets b's JOIN.
+    assert!(names(&mut a).iter().any(|n| n == b.name()), "{}", b.name());
+    let join_b = a.event();
+    assert_eq!(join_b.line, format!("JOIN {} {}", join_b.seq(), b.name()));
+}
+
+#[test]
+fn with_a_token_mirror_comes_in_the_same_write_as_auth() {
+    let server = start(token_config());
     let addr = server.local_addr();
     let mut alice = Raw::connect(addr);
     alice.line("/auth s3cret");
@@ -228,12 +283,19 @@ fn with_a_token_mirror_is_the_first_line_after_auth() {
     let mirror_line = format!("/mirror {}", alice.welcome().key);
     m.line(&mirror_line);
     assert!(m.reply().starts_with("ERR auth-required "));
-    m.line("/auth s3cret");
+    m.send(format!("/auth s3cret\n{mirror_line}\n"));
     assert_eq!(m.reply(), "OK auth");
-    m.line(&mirror_line);
     assert_eq!(m.reply(), format!("OK mirror {}", alice.name()));
     alice.line("/list");
     assert_eq!(alice.reply(), format!("USERS 1 {}", alice.name()));
+    // Sent after OK auth, /mirror is too late: the client joined then.
+    let mut late = Raw::connect(addr);
+    late.line("/auth s3cret");
+    assert_eq!(late.reply(), "OK auth");
+    late.line(&mirror_line);
+    assert_eq!(late.reply(), "ERR bad-args /mirror must be the first line");
+    let join = late.event();
+    assert_eq!(join.line, format!("JOIN {} {}", join.seq(), late.name()));
 }
 
 #[test]
@@ -279,8 +341,8 @@ fn a_mirror_that_stops_reading_is_dropped_unannounced() {
     });
     let addr = server.local_addr();
     let mut alice = joined(addr);
-    let mut stalled = non_reader(addr);
-    stalled.line(&format!("/mirror {}", alice.welcome().key));
+    let mirror_line = format!("/mirror {}", alice.welcome().key);
+    let mut stalled = non_reader_saying(addr, Some(&mirror_line));
     wait_until("the mirror is made", || server.connection_count() == 2);
     // 48 payloads of 256 KiB: far more than a non-reader's buffers hold.
     const COUNT: usize = 48;

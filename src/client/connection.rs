@@ -2,8 +2,8 @@
 //!
 //! Its jobs, one `impl` block each:
 //!
-//! * **lifecycle** (this file): set the socket up, read `WELCOME`, send
-//!   the handshake, run the read loop, and close;
+//! * **lifecycle** (this file): set the socket up, send the opening line,
+//!   read `WELCOME`, send the handshake, run the read loop, and close;
 //! * **reading** (this file): cut what arrives into lines and payloads, and
 //!   hand broadcast events to the merge;
 //! * **replies** (`replies`): route each reply to the command that caused
@@ -43,6 +43,8 @@ pub(super) struct Connection<'a> {
     name: String,
     /// Handshake replies still awaited.
     handshake: usize,
+    /// The key this connection asked to mirror before its `WELCOME`.
+    opened_mirror: Option<String>,
     ready: bool,
     bye: Option<Reason>,
 }
@@ -64,10 +66,11 @@ impl<'a> Connection<'a> {
             id: 0,
             name: String::new(),
             handshake: 0,
+            opened_mirror: None,
             ready: false,
             bye: None,
         };
-        let cause = match conn.greet(&mut reader) {
+        let cause = match conn.open().and_then(|()| conn.greet(&mut reader)) {
             Ok(()) => conn.read_loop(&mut reader),
             Err(cause) => cause,
         };
@@ -91,6 +94,23 @@ impl<'a> Connection<'a> {
                 bye: None,
             },
         }
+    }
+
+    /// Sends what goes before `WELCOME`, if anything (see
+    /// `handshake::opening`).
+    fn open(&mut self) -> Result<(), String> {
+        let mirror_of = self.shared.core.lock().mirror_key(self.link);
+        let token = self.shared.config.token.as_deref();
+        let sent = match handshake::opening(token, mirror_of) {
+            None => Ok(()),
+            Some(Step::Mirror(key)) => {
+                let sent = self.send_steps(vec![Step::Mirror(key.clone())]);
+                self.opened_mirror = Some(key);
+                sent
+            }
+            Some(step) => self.send_steps(vec![step]),
+        };
+        sent.map_err(|e| e.to_string())
     }
 
     /// Reads `WELCOME`, then sends the handshake.
@@ -137,46 +157,74 @@ impl<'a> Connection<'a> {
             core.forget_keys();
             self.shared.emit(Event::Gap(gap));
         }
-        let seat = core.link_up(self.link, key, name);
+        // Without a token, whether to mirror was decided before WELCOME.
+        let mirror_of = match self.shared.config.token {
+            None => self.opened_mirror.clone(),
+            Some(_) => core.mirror_key(self.link),
+        };
+        let seat = core.link_up(self.link, key, name, mirror_of);
         let token = self.shared.config.token.as_deref();
         handshake::plan(token, core.merge.last(), seat, core.name.as_deref())
     }
 
     /// Sends the handshake's steps at once; the connection is ready when
     /// the last one's reply is in (at once, when there are none to wait
-    /// for).
+    /// for). An opening `/mirror`'s reply is one of them.
     fn send_handshake(&mut self, steps: Vec<Step>) -> Result<(), super::ClientError> {
-        self.handshake = steps.iter().filter(|s| **s != Step::Join).count();
-        for step in steps {
-            let shared = self.shared;
-            match step {
-                Step::Auth(token) => {
-                    let auth = Command::Auth(&token);
-                    shared.send(self.link, &auth, None, Some(Pending::Auth))?;
-                }
-                Step::Mirror(key) => {
-                    let mirror = Command::Mirror(&key);
-                    shared.send(self.link, &mirror, None, Some(Pending::Mirror))?;
-                }
-                Step::Resume { after, key } => {
-                    shared.send_resume(self.link, after, key.as_deref(), true)?;
-                }
-                Step::Nick(name) => self.send_nick(self.link, name, NickMode::Handshake)?,
-                Step::Join => {
-                    let ping = Command::Ping(handshake::JOIN_TOKEN);
-                    let pending = Pending::Ping {
-                        token: handshake::JOIN_TOKEN.to_string(),
-                        sent: Instant::now(),
-                        reply: None,
-                    };
-                    shared.send(self.link, &ping, None, Some(pending))?;
-                }
-            }
-        }
+        let waits = |s: &Step| !matches!(s, Step::Join);
+        self.handshake = steps.iter().filter(|s| waits(s)).count();
+        self.handshake += usize::from(self.opened_mirror.is_some());
+        self.send_steps(steps)?;
         if self.handshake == 0 {
             self.become_ready();
         }
         Ok(())
+    }
+
+    /// Writes `steps` in one write (so that a server with a token finds
+    /// `/mirror` buffered with `/auth`), queueing what waits for replies.
+    fn send_steps(&self, steps: Vec<Step>) -> Result<(), super::ClientError> {
+        let mut bytes = Vec::new();
+        let mut pending = Vec::new();
+        for step in steps {
+            let (command, waits) = match &step {
+                Step::Auth(token) => (Command::Auth(token), Pending::Auth),
+                Step::Mirror(key) => (Command::Mirror(key), Pending::Mirror),
+                Step::Resume { after, key } => (
+                    Command::Resume {
+                        after: *after,
+                        key: key.as_deref(),
+                    },
+                    Pending::Resume {
+                        after: *after,
+                        keyed: key.is_some(),
+                        handshake: true,
+                    },
+                ),
+                Step::Nick(name) => (
+                    Command::Nick(name),
+                    Pending::Nick {
+                        name: name.clone(),
+                        reply: None,
+                        mode: NickMode::Handshake,
+                    },
+                ),
+                Step::Join => (
+                    Command::Ping(handshake::JOIN_TOKEN),
+                    Pending::Ping {
+                        token: handshake::JOIN_TOKEN.to_string(),
+                        sent: Instant::now(),
+                        reply: None,
+                    },
+                ),
+            };
+            command.encode(&mut bytes);
+            pending.push(waits);
+        }
+        if bytes.is_empty() {
+            return Ok(());
+        }
+        self.shared.write(self.link, &bytes, pending)
     }
 
     /// Sends `/nick NAME` on `link`, its outcome reported as `mode` says.

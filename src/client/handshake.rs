@@ -1,31 +1,38 @@
-//! The handshake: what a connection sends right after `WELCOME`.
+//! The handshake: what a connection sends before and right after
+//! `WELCOME`.
 //!
-//! Five questions decide it, and [`plan`] answers them without I/O:
+//! Five questions decide it, and [`opening`] and [`plan`] answer them
+//! without I/O:
 //!
-//! 1. Does the server want a token? Then `/auth TOKEN` goes first: nothing
-//!    else is allowed before it.
-//! 2. Has the application had events already? Then `/resume LAST`, so the
+//! 1. Does the server want a token? Then `/auth TOKEN` goes first, right
+//!    after `WELCOME` (which such a server sends at once): nothing else is
+//!    allowed before it, and the server lists the client at its `OK auth`.
+//! 2. Without a token, the server waits for a connection's first line,
+//!    100 ms at most, before it sends `WELCOME` (a first line `/mirror`
+//!    changes how it greets). So a connection speaks first, as soon as it
+//!    is connected ([`opening`]): `/mirror KEY` if it is to be a mirror
+//!    (4), else `/ping join`, which gets it greeted, listed and announced
+//!    at once (its `PONG` is taken without a word). An older server
+//!    greets at once anyway, and answers both after its `WELCOME`.
+//! 3. Has the application had events already? Then `/resume LAST`, so the
 //!    server replays what came after LAST. If this connection takes the
 //!    name's seat (see [`Seat`]) and the lost holder's session key is
 //!    known, the key goes with it: `/resume LAST KEY` also takes the old
 //!    connection's name over.
-//! 3. Does this connection hold the name, and does the client want one?
+//! 4. Does the other link hold the name? Then this connection is its
+//!    *mirror*: `/mirror KEY` with the holder's session key, so that the
+//!    server never lists it (the client shows up once). Without a token it
+//!    is the opening (2); with one, it goes in the same write as `/auth`,
+//!    which is how the server knows not to list the client at its
+//!    `OK auth`. If the server does not know the key (the holder is on
+//!    another node, or the server is older), it answers `ERR` and lists
+//!    this connection as a client of its own, under a guest name.
+//! 5. Does this connection hold the name, and does the client want one?
 //!    Then `/nick NAME`, to be sure of it (the key may have expired).
-//! 4. Does the other link hold it? Then this connection is its *mirror*:
-//!    `/mirror KEY` with the holder's session key, as the very first line
-//!    after `/auth`, so that the server never lists it (the client shows up
-//!    once). If the server does not know the key (the holder is on another
-//!    node, or the server is older), it answers `ERR` and lists this
-//!    connection as a client of its own, under a guest name.
-//! 5. Is this connection to be a client, with nothing to say yet? Then
-//!    `/ping join`: the server joins a client when its first line arrives
-//!    (it would wait 100 ms for one otherwise, in case it is `/mirror`),
-//!    and a client just connected should be in the room at once.
 //!
-//! The steps are sent at once; each one's last reply counts one step down,
-//! and the connection is *ready* when none is left. The `PONG` of
-//! `/ping join` is not waited for: it changes nothing, and a server that
-//! never answers is the keepalive's to find.
+//! The steps after `WELCOME` are sent at once, in one write; each one's
+//! last reply counts one step down (an opening `/mirror` counts too), and
+//! the connection is *ready* when none is left.
 
 /// Whether a new connection carries the name (see `shared`, "holder").
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,18 +57,30 @@ pub(crate) enum Step {
     Resume { after: u64, key: Option<String> },
     /// `/nick NAME`.
     Nick(String),
-    /// `/ping join`: a first line, so that the server joins the client at
-    /// once (not a step to wait for).
+    /// `/ping join`: a first line, so that a server without a token
+    /// greets the client at once (not a step to wait for).
     Join,
 }
 
 /// The token of `/ping join` (its `PONG` is taken without a word).
 pub(crate) const JOIN_TOKEN: &str = "join";
 
+/// What a connection sends as soon as it is connected, before `WELCOME`:
+/// nothing with a token (the server greets at once), else `/mirror KEY`
+/// when it is to mirror the holder's connection (`mirror_of`, its key),
+/// or `/ping join`.
+pub(crate) fn opening(token: Option<&str>, mirror_of: Option<String>) -> Option<Step> {
+    if token.is_some() {
+        return None;
+    }
+    Some(mirror_of.map_or(Step::Join, Step::Mirror))
+}
+
 /// What a connection sends after `WELCOME`, in order: `token` is the
 /// configured token, `last` the last SEQ the application got, `seat`
 /// whether this connection holds the name, `name` the name the client
-/// wants.
+/// wants. A mirror's `/mirror` is here only when it was not the opening
+/// (with a token).
 pub(crate) fn plan(
     token: Option<&str>,
     last: Option<u64>,
@@ -76,8 +95,9 @@ pub(crate) fn plan(
     if let Some(token) = token {
         steps.push(Step::Auth(token.to_string()));
     }
-    // The first line after `/auth`, or the server lists this connection.
-    if let Some(key) = mirror {
+    // Before WELCOME without a token; with one, right after `/auth`, in
+    // the same write, or the server lists this connection at `OK auth`.
+    if let Some(key) = mirror.filter(|_| token.is_some()) {
         steps.push(Step::Mirror(key));
     }
     if let Some(after) = last {
@@ -88,9 +108,6 @@ pub(crate) fn plan(
     }
     if let Some(name) = name.filter(|_| holder) {
         steps.push(Step::Nick(name.to_string()));
-    }
-    if steps.iter().all(|s| matches!(s, Step::Auth(_))) {
-        steps.push(Step::Join);
     }
     steps
 }
@@ -106,11 +123,18 @@ mod tests {
     }
 
     #[test]
-    fn a_client_with_nothing_to_say_says_it_is_there() {
-        assert_eq!(plan(None, None, holder(None), None), [Step::Join]);
+    fn without_a_token_a_connection_speaks_first() {
+        assert_eq!(opening(None, None), Some(Step::Join));
+        assert_eq!(
+            opening(None, Some("k".into())),
+            Some(Step::Mirror("k".into()))
+        );
+        // With a token the server greets at once: /auth comes after.
+        assert_eq!(opening(Some("t"), Some("k".into())), None);
+        assert_eq!(plan(None, None, holder(None), None), []);
         assert_eq!(
             plan(Some("t"), None, holder(None), None),
-            [Step::Auth("t".into()), Step::Join]
+            [Step::Auth("t".into())]
         );
     }
 
@@ -159,9 +183,14 @@ mod tests {
                 }
             ]
         );
+        // Without a token, /mirror was the opening.
+        let other = Seat::Other {
+            holder_key: Some("k2".into()),
+        };
+        assert_eq!(plan(None, None, other, Some("ann")), []);
         // The holder's key unknown in this run: a plain second client.
         let other = Seat::Other { holder_key: None };
-        assert_eq!(plan(None, None, other, Some("ann")), [Step::Join]);
+        assert_eq!(plan(None, None, other, Some("ann")), []);
     }
 
     #[test]

@@ -6,16 +6,19 @@
 //! # A link's life
 //!
 //! ```text
-//!        ┌────────────────────────────────────────────────────────────┐
-//!        ▼                                                            │
-//!   connect ──► WELCOME ──► handshake ──► read loop ──► lost ──► backoff
-//!                          /auth TOKEN                  (EOF, error,
-//!                          /mirror KEY (the other link)  BYE, silence)
-//!                          /resume LAST [KEY]
-//!                          /nick NAME (the holder)
+//!        ┌─────────────────────────────────────────────────────────────────────────┐
+//!        ▼                                                                         │
+//!   connect ──► opening ──► WELCOME ──► handshake ──► read loop ──► lost ──► backoff
+//!              (no token:              /auth TOKEN                 (EOF, error,
+//!               /mirror KEY            /mirror KEY (token)          BYE, silence)
+//!               or /ping join)         /resume LAST [KEY]
+//!                                      /nick NAME (the holder)
 //! ```
 //!
-//! The handshake commands are sent at once (see `handshake`), and their
+//! On a server without a token the connection speaks first, so that it is
+//! greeted at once (the server waits up to 100 ms for a first line before
+//! its `WELCOME`). The handshake commands are sent at once, in one write
+//! (see `handshake`), and their
 //! replies come back through the same read loop as everything else (see
 //! `requests`), so a broadcast that arrives in the middle of the
 //! handshake is handled like any other. The link is *ready* when the last

@@ -138,22 +138,46 @@ impl Core {
         self.holder_key = None;
     }
 
-    /// `link` has a new connection (session `key`, first `name`). If no
-    /// link that is up holds the name, this one takes the seat, and the
-    /// lost holder's key comes back with it (to `/resume` with). Otherwise
-    /// it mirrors the holder's connection.
-    pub fn link_up(&mut self, link: usize, key: &str, name: &str) -> Seat {
-        let vacant = self.holder.is_none_or(|h| h == link || !self.links[h].up);
-        let holder_key = self.holder_key.clone().filter(|_| !vacant);
+    /// Whether no link but `link` that is up holds the name.
+    fn seat_is_vacant(&self, link: usize) -> bool {
+        self.holder.is_none_or(|h| h == link || !self.links[h].up)
+    }
+
+    /// The key of the holder's connection, if another link than `link`
+    /// holds the name and is up: a new connection on `link` is to mirror
+    /// it (see `handshake`).
+    pub fn mirror_key(&self, link: usize) -> Option<String> {
+        self.holder_key
+            .clone()
+            .filter(|_| !self.seat_is_vacant(link))
+    }
+
+    /// `link` has a new connection (session `key`, first `name`).
+    /// `mirror_of`: it asked, or is to ask, to mirror the connection with
+    /// that key (see [`Core::mirror_key`]; decided before `WELCOME` on a
+    /// server without a token, so it holds even if the holder was lost
+    /// since). Otherwise, if no link that is up holds the name, this one
+    /// takes the seat, and the lost holder's key comes back with it (to
+    /// `/resume` with); if one does, this is a plain second client.
+    pub fn link_up(
+        &mut self,
+        link: usize,
+        key: &str,
+        name: &str,
+        mirror_of: Option<String>,
+    ) -> Seat {
+        let vacant = mirror_of.is_none() && self.seat_is_vacant(link);
         self.links[link] = LinkState {
             up: true,
             ready: false,
-            mirror: holder_key.is_some(),
+            mirror: mirror_of.is_some(),
             key: key.to_string(),
             name: name.to_string(),
         };
         if !vacant {
-            return Seat::Other { holder_key };
+            return Seat::Other {
+                holder_key: mirror_of,
+            };
         }
         self.holder = Some(link);
         Seat::Holder {
@@ -290,12 +314,13 @@ impl Shared {
         self.send(link, &Command::Resume { after, key }, None, Some(pending))
     }
 
-    /// Writes whole lines on a link; see [`Shared::send`].
+    /// Writes whole lines on a link (in one write), and queues what waits
+    /// for their replies, in the same order; see [`Shared::send`].
     pub(crate) fn write(
         &self,
         link: usize,
         bytes: &[u8],
-        pending: Option<Pending>,
+        pending: impl IntoIterator<Item = Pending>,
     ) -> Result<(), ClientError> {
         let mut out = self.links[link].lock();
         let o = out.as_mut().ok_or(ClientError::NotConnected)?;
@@ -311,7 +336,7 @@ impl Shared {
                 },
             );
         }
-        if let Some(p) = pending {
+        for p in pending {
             requests::enqueue(&mut o.pending, p);
         }
         Ok(())

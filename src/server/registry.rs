@@ -11,9 +11,9 @@
 //!
 //! Connections and listed clients are not the same thing. A connection is
 //! counted from `accept` (for `--max-clients` and `--max-per-ip`) to the
-//! end of its session; it is *listed* from the moment it joins (at its
-//! first line, or a moment after `WELCOME`: see `session`) until it is
-//! closed. A *mirror* (a client's second connection, `/mirror KEY`) is
+//! end of its session; it is *listed* from the moment it joins (right
+//! after its `WELCOME` is queued, or its `OK auth`: see `session`) until
+//! it is closed. A *mirror* (a client's second connection, `/mirror KEY`) is
 //! counted but never listed. Names are unique without regard to case:
 //! `names` is keyed by the lowercased name.
 
@@ -64,7 +64,7 @@ struct Entry {
 /// Where a connection stands, until it is closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Standing {
-    /// Not joined: before `/auth`, before its first line, or never.
+    /// Not joined: before `/auth`, before its `WELCOME`, or never.
     Unlisted,
     /// Joined: listed under its name, its `JOIN` announced.
     Listed,

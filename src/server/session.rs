@@ -5,16 +5,21 @@
 //! `accept`) running [`run`]. Its life:
 //!
 //! 1. **Greet.** Queue `WELCOME` (it is the first line in the client's
-//!    outbox, so it is the first line the client gets).
-//! 2. **Join.** On a server without a token (with one: after `/auth`),
-//!    the client joins when its first line arrives, before that line is
-//!    handled, or [`JOIN_GRACE`] after its greeting if it says nothing:
-//!    it is listed, and its `JOIN` is handed to the broadcaster. (Why it
-//!    waits: a first line `/mirror KEY` makes the connection a mirror
-//!    instead, which never joins; see below.) Nothing can overtake the
-//!    greeting: broadcasts start only after the broadcaster has handled the
-//!    `JOIN`, and a `DM` needs the name, which is listed only after the
-//!    greeting is queued. Nothing here waits while holding a lock.
+//!    outbox, so it is the first line the client gets). On a server
+//!    without a token, the session first waits for the client's first
+//!    line, for at most [`JOIN_GRACE`], because a first line `/mirror KEY`
+//!    makes the connection a mirror, which never joins (see below). Any
+//!    other first line, or none within the grace, and the client is
+//!    greeted as if it had not waited. With a token, `WELCOME` goes out at
+//!    once: the client cannot join before `/auth` anyway.
+//! 2. **Join.** Right after its `WELCOME` is queued (with a token: right
+//!    after its `OK auth`), the client is listed, and its `JOIN` handed to
+//!    the broadcaster: when a client gets its `WELCOME`, it is listed and
+//!    its `JOIN` is queued, as the protocol promises. Nothing can overtake
+//!    the greeting: broadcasts start only after the broadcaster has
+//!    handled the `JOIN`, and a `DM` needs the name, which is listed only
+//!    after the greeting is queued. Nothing here waits while holding a
+//!    lock.
 //! 3. **Loop.** Read a frame, check it against the limits in a fixed
 //!    order, act on it. What the client says to everyone goes to the
 //!    broadcaster (chat lines through its inbox, payloads through the
@@ -47,10 +52,17 @@
 //! the members. It may only keep itself alive and catch up (`/ping`,
 //! `/pong`, `/resume SEQ`) and `/quit`; it counts against the connection
 //! limits and is dropped as a slow consumer like anyone. A KEY that names
-//! no open connection here (`ERR bad-key`) leaves the client to join as
-//! usual, right after that line. This is why a new client's `JOIN` waits
-//! for its first line: the server cannot know before it whether the
-//! connection is a client of its own or a mirror.
+//! no open connection here joins the client as usual, then says
+//! `ERR bad-key`. This is why a new client's `WELCOME` waits for its first
+//! line: the server cannot know before it whether the connection is a
+//! client of its own or a mirror, and a client of its own must be listed
+//! by the time it is welcomed.
+//!
+//! With a token, the mirror's `/mirror KEY` must come in the same write as
+//! its `/auth TOKEN` (the client library sends both at once): if the next
+//! line is already in the reader's buffer when `/auth` is handled and it
+//! is `/mirror KEY`, the client is not joined after its `OK auth`; that
+//! line is handled next, as above. The server does not wait for it.
 //!
 //! # The order of the checks
 //!
@@ -131,9 +143,11 @@ const REPLAY_PIECE_BYTES: usize = 256 * 1024;
 /// refused.
 pub(crate) const BUDGET_WAIT: Duration = Duration::from_secs(2);
 
-/// How long a new client's `JOIN` waits for its first line (see the
-/// module docs): long enough for a client library to send `/mirror` right
-/// after `WELCOME`, short enough that a person with `nc` sees no wait.
+/// How long a new client's `WELCOME` waits for its first line, on a
+/// server without a token (see the module docs): long enough for a client
+/// library's `/mirror`, sent as soon as it has connected, to arrive; short
+/// enough that a person with `nc` sees no wait. A client that says
+/// something at once is greeted at once.
 pub(crate) const JOIN_GRACE: Duration = Duration::from_millis(100);
 
 /// The session's reader: frames, from the socket, with a watch on the
@@ -164,6 +178,7 @@ pub(crate) fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
         state: State::Outside,
         first_line: true,
         line: Vec::new(),
+        held: Vec::new(),
         client: Client::new(shared, conn),
     };
     // A bug in handling one client's commands costs that client its
@@ -189,15 +204,22 @@ struct Session {
     /// A copy of the line being handled (the reader's buffer is needed
     /// again to read a payload).
     line: Vec<u8>,
+    /// Answers to telnet commands that came before the `WELCOME`: they go
+    /// out right after it, so that `WELCOME` starts the stream.
+    held: Vec<u8>,
 }
 
 /// Where a session's client stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
+    /// Not welcomed yet: waiting for the first line (at most
+    /// [`JOIN_GRACE`]: the reader's alarm is set for then).
+    Unwelcomed,
     /// Not joined: not authenticated yet, or closed before it could join.
     Outside,
-    /// Authenticated, waiting for its first line to join (at most
-    /// [`JOIN_GRACE`]: the reader's alarm is set for then).
+    /// Welcomed (and authenticated), not joined: the line being handled,
+    /// or the next one, is `/mirror KEY`. The client joins after it
+    /// unless it made a mirror.
     Waiting,
     /// Joined: listed and announced, so it must have a `LEAVE`.
     Member,
@@ -220,8 +242,8 @@ impl Session {
                 }
                 Ok(Some(Frame::TooLong(_))) => {
                     self.first_line = false;
-                    // A first line, however long: time to join.
-                    self.join_if_waiting()?;
+                    // A first line, however long, is no `/mirror`.
+                    self.join_as_client()?;
                     self.too_long()?;
                     // The rest of the line, up to its LF, is read and
                     // dropped now, so that its end is a frame's end (and
@@ -238,21 +260,27 @@ impl Session {
                 }
                 Ok(None) => return Err(End::Silent(Reason::Closed)),
                 Err(e) => {
-                    // No line within the grace: the client joins, and the
-                    // reader goes on (with any part of a line it holds).
+                    // No line within the grace: the client is welcomed and
+                    // joins, and the reader goes on (with any part of a
+                    // line it holds).
                     if self.reader.get_mut().take_alarm() {
-                        self.join()?;
+                        self.join_as_client()?;
                         continue;
                     }
                     return Err(self.read_failed(&e));
                 }
             }
-            let waiting = self.state == State::Waiting;
-            // The first line joins the client before it is handled, unless
-            // it asks to make the connection a mirror.
-            if waiting && !asks_to_mirror(&self.line) {
-                self.join()?;
+            // The first line: the client is welcomed now, and joins before
+            // the line is handled, unless it asks to be a mirror.
+            if self.state == State::Unwelcomed {
+                self.welcome()?;
+                if asks_to_mirror(&self.line) {
+                    self.state = State::Waiting;
+                } else {
+                    self.join()?;
+                }
             }
+            let waiting = self.state == State::Waiting;
             if std::mem::take(&mut self.first_line) && looks_like_http(&self.line) {
                 return Err(self.not_http());
             }
@@ -260,31 +288,48 @@ impl Session {
             let result = self.handle_line(&line);
             self.line = line;
             result?;
-            // A `/mirror` that made no mirror: the client joins after it.
+            // A `/mirror` that made no mirror (refused by a limit): the
+            // client joins after it.
             if waiting {
-                self.join_if_waiting()?;
+                self.join_as_client()?;
             }
         }
     }
 
+    /// With a token: `WELCOME` at once. Without: wait for the first line
+    /// (at most [`JOIN_GRACE`]), which decides how the client is greeted
+    /// (see [`Session::serve`]).
     fn greet(&mut self) -> Result<(), End> {
+        if !self.client.authed {
+            return self.welcome();
+        }
+        self.state = State::Unwelcomed;
+        let alarm = Instant::now() + JOIN_GRACE;
+        self.reader.get_mut().set_alarm(Some(alarm));
+        Ok(())
+    }
+
+    /// Queues `WELCOME`, then whatever was held back for it.
+    fn welcome(&mut self) -> Result<(), End> {
+        self.reader.get_mut().set_alarm(None);
+        if self.state == State::Unwelcomed {
+            self.state = State::Outside;
+        }
         let conn = &self.client.conn;
         conn.send_line(welcome_line(conn, &self.client.shared.epoch.get()).as_bytes())?;
-        if self.client.authed {
-            self.wait_for_first_line();
+        if !self.held.is_empty() {
+            conn.reply(&std::mem::take(&mut self.held))?;
         }
         Ok(())
     }
 
-    /// The client may join: it will, at its first line or [`JOIN_GRACE`]
-    /// from now, whichever comes first (see the module docs).
-    fn wait_for_first_line(&mut self) {
-        self.state = State::Waiting;
-        let alarm = Instant::now() + JOIN_GRACE;
-        self.reader.get_mut().set_alarm(Some(alarm));
-    }
-
-    fn join_if_waiting(&mut self) -> Result<(), End> {
+    /// The client is no mirror: welcome it, if it waits for that, and
+    /// have it join, if it waits for that.
+    fn join_as_client(&mut self) -> Result<(), End> {
+        if self.state == State::Unwelcomed {
+            self.welcome()?;
+            return self.join();
+        }
         if self.state == State::Waiting {
             self.join()?;
         }
@@ -295,7 +340,6 @@ impl Session {
     /// greeting (`WELCOME`, or `OK auth`) is already queued, so it comes
     /// first.
     fn join(&mut self) -> Result<(), End> {
-        self.reader.get_mut().set_alarm(None);
         self.state = State::Outside;
         let conn = Arc::clone(&self.client.conn);
         if let Some(name) = self.client.shared.registry.list(conn.id) {
@@ -310,9 +354,9 @@ impl Session {
     }
 
     /// `/mirror KEY`: as the first line, makes this connection a mirror of
-    /// the one whose session key is KEY (see the module docs). On
-    /// `ERR bad-key` the client joins as usual after this line (see
-    /// [`Session::serve`]).
+    /// the one whose session key is KEY (see the module docs). Its
+    /// `WELCOME` is queued already. A bad KEY: the client joins, then gets
+    /// `ERR bad-key`.
     fn mirror(&mut self, key: &str) -> Result<(), End> {
         if self.state != State::Waiting {
             let text = "/mirror must be the first line";
@@ -320,11 +364,11 @@ impl Session {
         }
         let conn = Arc::clone(&self.client.conn);
         let Some(name) = self.client.shared.registry.mirror(conn.id, key) else {
+            self.join()?;
             let text = "that key matches no open connection on this server; \
                         you join as a client of your own";
             return self.client.error(&mut ToOutbox, ErrorCode::BadKey, text);
         };
-        self.reader.get_mut().set_alarm(None);
         self.state = State::Mirror;
         self.client.mirror = true;
         // The broadcaster says `OK mirror` itself, in the step that makes
@@ -357,6 +401,13 @@ impl Session {
     /// option, except that it confirms a TIMING-MARK (telnet shows nothing
     /// until it is confirmed); Ctrl-C and its kin mean the user is leaving.
     fn telnet(&mut self, command: Telnet) -> Result<(), End> {
+        // Telnet's chatter is not a first line: its answers wait for the
+        // `WELCOME` (see `held`), unless the user is leaving.
+        if self.state == State::Unwelcomed
+            && matches!(command, Telnet::Command(c) if Telnet::STOPS.contains(&c))
+        {
+            self.join_as_client()?;
+        }
         const WILL: u8 = 251;
         const WONT: u8 = 252;
         const DONT: u8 = 254;
@@ -374,6 +425,10 @@ impl Session {
             Telnet::Wont(_) | Telnet::Dont(_) | Telnet::Command(_) => None,
         };
         match answer {
+            Some(bytes) if self.state == State::Unwelcomed => {
+                self.held.extend_from_slice(&bytes);
+                Ok(())
+            }
             Some(bytes) => Ok(self.client.conn.reply(&bytes)?),
             None => Ok(()),
         }
@@ -484,8 +539,14 @@ impl Session {
             return Ok(());
         }
         client.authed = true;
-        self.wait_for_first_line();
-        Ok(())
+        // Listed at once, unless the very next line, sent with this one,
+        // is `/mirror KEY` (see the module docs): it is handled next, and
+        // the client joins after it unless it made a mirror.
+        if next_buffered_line(self.reader.buffered()).is_some_and(asks_to_mirror) {
+            self.state = State::Waiting;
+            return Ok(());
+        }
+        self.join()
     }
 
     fn resume(&mut self, after: u64, key: Option<&str>) -> Result<(), End> {
@@ -654,6 +715,14 @@ pub(crate) fn finish(client: &mut Client, joined: bool, end: End) {
         name,
         reason: conn.reason().unwrap_or(Reason::Shutdown),
     });
+}
+
+/// The complete line at the start of `buffered` (without its LF or a CR
+/// before it), if there is one.
+fn next_buffered_line(buffered: &[u8]) -> Option<&[u8]> {
+    let end = buffered.iter().position(|&b| b == b'\n')?;
+    let line = &buffered[..end];
+    Some(line.strip_suffix(b"\r").unwrap_or(line))
 }
 
 /// Whether a line is a well-formed `/mirror KEY`.

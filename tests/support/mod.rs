@@ -118,6 +118,21 @@ impl Raw {
         raw
     }
 
+    /// Connects, sends `line` at once (before the `WELCOME`, so that the
+    /// server need not wait for a first line), and reads the `WELCOME`.
+    pub fn connect_saying(addr: SocketAddr, line: &str) -> Raw {
+        let mut raw = Raw::connect_bare(addr);
+        raw.line(line);
+        raw.read_welcome();
+        raw
+    }
+
+    /// Reads the `WELCOME` of a connection made with `connect_bare`.
+    pub fn read_welcome(&mut self) -> &Welcome {
+        let line = self.reply();
+        self.welcome.insert(parse_welcome(&line))
+    }
+
     /// Connects without reading anything.
     pub fn connect_bare(addr: SocketAddr) -> Raw {
         let stream = TcpStream::connect(addr).expect("connect");
@@ -447,12 +462,20 @@ pub fn joined(addr: SocketAddr) -> Raw {
 /// A client that reads its `WELCOME` and then nothing more, with a tiny
 /// receive buffer: the server soon cannot write to it.
 pub fn non_reader(addr: SocketAddr) -> Raw {
+    non_reader_saying(addr, None)
+}
+
+/// [`non_reader`], sending `first` (if any) before it reads its
+/// `WELCOME`.
+pub fn non_reader_saying(addr: SocketAddr, first: Option<&str>) -> Raw {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     socket.connect(&addr.into()).unwrap();
     let mut raw = Raw::from_stream(socket.into());
-    let w = raw.reply();
-    raw.welcome = Some(parse_welcome(&w));
+    if let Some(line) = first {
+        raw.line(line);
+    }
+    raw.read_welcome();
     raw
 }
 
