@@ -49,6 +49,11 @@ impl Batch {
         self.sse.take();
     }
 
+    /// How many events it holds.
+    pub(crate) fn len(&self) -> usize {
+        self.events.len()
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.events.is_empty()
     }

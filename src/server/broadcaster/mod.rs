@@ -67,6 +67,13 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
+/// A batch for this many members or more may wait up to [`LINGER`] for
+/// more events, until it holds [`LINGER_EVENTS`] (see
+/// [`Broadcaster::linger`]).
+const LINGER_MEMBERS: usize = 256;
+const LINGER: std::time::Duration = std::time::Duration::from_micros(100);
+const LINGER_EVENTS: usize = 64;
+
 /// What can be sent to the broadcaster.
 pub(crate) enum Inbox {
     /// A connection joined under `name` (it is listed already). An event
@@ -261,7 +268,36 @@ impl Broadcaster {
                 }
             }
             self.take_waiting();
+            self.linger();
             self.flush();
+        }
+    }
+
+    /// With many members, waits a moment for more events before writing a
+    /// small batch. Each write to a member costs a system call (and wakes
+    /// its reader) whatever it carries, so under load fuller batches cost
+    /// less per delivery: at 1,000 subscribers, about 60 ns of CPU per
+    /// delivery instead of 85 (docs/PERFORMANCE.md). Never for an empty
+    /// batch, nor for fewer than [`LINGER_MEMBERS`] members, and never
+    /// longer than [`LINGER`].
+    fn linger(&mut self) {
+        if self.members.len() < LINGER_MEMBERS || self.batch.is_empty() {
+            return;
+        }
+        let until = crossbeam_channel::at(std::time::Instant::now() + LINGER);
+        while self.batch.len() < LINGER_EVENTS {
+            select! {
+                recv(self.lanes.inbox) -> msg => match msg {
+                    Ok(msg) => self.handle(msg),
+                    Err(_) => return,
+                },
+                recv(self.lanes.room) -> event => match event {
+                    Ok(event) => self.heard(event),
+                    Err(_) => return,
+                },
+                recv(until) -> _ => return,
+            }
+            self.take_waiting();
         }
     }
 
