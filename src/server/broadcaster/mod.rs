@@ -88,6 +88,7 @@ pub(crate) enum Inbox {
     Say {
         id: ClientId,
         text: String,
+        #[cfg_attr(not(feature = "redis"), allow(dead_code))]
         ticket: Option<Ticket>,
     },
     /// A member took a new name (already taken in the client map). On a
