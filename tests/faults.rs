@@ -144,16 +144,29 @@ fn skip(reader: &mut BufReader<TcpStream>, mut n: u64, stop: &AtomicBool) -> boo
 /// Connects with a small receive buffer (so that the server soon cannot
 /// write more to this client) and reads the `WELCOME`.
 fn small_buffer_client(addr: SocketAddr) -> (TcpStream, String) {
+    try_small_buffer_client(addr).expect("connect")
+}
+
+/// [`small_buffer_client`], or the error if nobody listens there (any
+/// more: the soak's server may have just exited).
+fn try_small_buffer_client(addr: SocketAddr) -> std::io::Result<(TcpStream, String)> {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
-    socket.connect(&addr.into()).unwrap();
+    socket.connect(&addr.into())?;
     let stream: TcpStream = socket.into();
     stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .unwrap();
-    let welcome = first_line(&stream).expect("WELCOME");
-    let name = welcome.split(' ').nth(2).unwrap().to_string();
-    (stream, name)
+    let welcome = first_line(&stream).unwrap_or_default();
+    // A server that is shutting down says `BYE shutdown` instead.
+    let Some(name) = welcome
+        .strip_prefix("WELCOME ")
+        .and_then(|w| w.split(' ').nth(1))
+    else {
+        return Err(std::io::Error::other(format!("not welcomed: {welcome:?}")));
+    };
+    let name = name.to_string();
+    Ok((stream, name))
 }
 
 /// The setting of the slow-reader tests: a server with `write_timeout`, a
@@ -1632,7 +1645,10 @@ fn churner(addr: SocketAddr, stop: Arc<AtomicBool>, stats: Arc<SoakStats>) {
 /// (quickly) up to the end, and comes back.
 fn slow_reader(addr: SocketAddr, stop: Arc<AtomicBool>, stats: Arc<SoakStats>) {
     while !stop.load(Ordering::Relaxed) {
-        let (mut stream, _) = small_buffer_client(addr);
+        // At the end the server exits (SIGTERM) before `stop` is set.
+        let Ok((mut stream, _)) = try_small_buffer_client(addr) else {
+            return;
+        };
         let mut buf = [0u8; 1024];
         let slow_until = Instant::now() + Duration::from_secs(20);
         while Instant::now() < slow_until && !stop.load(Ordering::Relaxed) {
