@@ -363,3 +363,56 @@ fn a_mirror_that_stops_reading_is_dropped_unannounced() {
     alice.assert_quiet("no LEAVE for the mirror");
     stalled.drain_to_eof();
 }
+
+/// Telnet chatter is no first line, but it cannot hold the `WELCOME` off
+/// either: a client that streams option requests is welcomed within the
+/// grace all the same, and the answers held for it stay small.
+#[test]
+fn telnet_chatter_cannot_hold_off_the_welcome() {
+    let server = start(config());
+    let stream = std::net::TcpStream::connect(server.local_addr()).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let mut writer = stream.try_clone().unwrap();
+    let started = Instant::now();
+    let flood = thread::spawn(move || {
+        // IAC DO ECHO, again and again, for a second.
+        let chunk = [255u8, 253, 1].repeat(1000);
+        while started.elapsed() < Duration::from_secs(1) {
+            if writer.write_all(&chunk).is_err() {
+                break;
+            }
+        }
+    });
+    let mut first = Vec::new();
+    let mut byte = [0u8; 1];
+    let mut reader = &stream;
+    while !first.ends_with(b"\n") {
+        std::io::Read::read_exact(&mut reader, &mut byte).expect("a first line");
+        first.push(byte[0]);
+    }
+    let took = started.elapsed();
+    assert!(first.starts_with(b"WELCOME "), "{first:?}");
+    assert!(took < GRACE_AND_SLACK, "welcomed after {took:?}");
+    flood.join().unwrap();
+}
+
+/// A connection still waiting for its first line when the server shuts
+/// down gets its `WELCOME`, then `BYE shutdown`: `WELCOME` is the first
+/// line of every connection the limits let in.
+#[test]
+fn a_connection_waiting_for_its_welcome_at_shutdown_gets_it_first() {
+    let server = start(config());
+    let events = server.events();
+    let mut raw = Raw::connect_bare(server.local_addr());
+    // Accepted (its session runs), and still silent.
+    loop {
+        let event = events.recv_timeout(WAIT).expect("no Connected event");
+        if matches!(event, tickcast::server::ServerEvent::Connected { .. }) {
+            break;
+        }
+    }
+    server.shutdown();
+    let first = raw.reply();
+    assert!(first.starts_with("WELCOME "), "{first:?}");
+    assert_eq!(raw.reply(), "BYE shutdown");
+}

@@ -26,7 +26,7 @@ use super::Shared;
 use super::broadcaster::{Inbox, Payload};
 use super::budget::Reservation;
 use super::conn::Conn;
-use super::in_flight::InFlight;
+use super::in_flight::{InFlight, Waiting};
 use super::outbox::WriteError;
 use super::rate::TokenBucket;
 use super::registry::{NickError, check_name};
@@ -43,7 +43,8 @@ use std::time::{Duration, Instant};
 pub(crate) const LIST_BYTES_PER_SECOND: f64 = 64.0 * 1024.0;
 
 /// How long a command waits for a cluster node's answer from Redis.
-const ROOM_ANSWER_WAIT: Duration = Duration::from_secs(5);
+/// The appender answers within about 4.5 s (see its `QUEUE_LIMIT`).
+const ROOM_ANSWER_WAIT: Duration = Duration::from_secs(6);
 
 /// Whether a command needs a cluster node's room (Redis) to be served:
 /// everything but `/ping`, `/help`, `/quit`, `/pong`, `/auth` and
@@ -328,7 +329,10 @@ impl Client {
         self.hand_over(Inbox::Nick {
             id: self.conn.id,
             new: name.to_string(),
-            waiting: Some(waiting),
+            waiting: Some(Waiting {
+                reply: waiting,
+                asked: Instant::now(),
+            }),
         })?;
         self.room_answer(&answer, replies)
     }
@@ -477,8 +481,17 @@ impl Client {
     /// Writes the reply in `out`, after whatever the appender still has to
     /// say about this client's earlier chat lines (a cluster node).
     fn send_reply(&mut self, replies: &mut dyn Replies) -> Result<(), End> {
-        if let Some(lines) = &self.room_lines {
-            lines.settle(ROOM_ANSWER_WAIT);
+        let given_up = match &self.room_lines {
+            Some(lines) => lines.settle(ROOM_ANSWER_WAIT),
+            None => 0,
+        };
+        // Lines the appender never sent (see `in_flight`): say so first.
+        for _ in 0..given_up {
+            let line = ServerLine::Err {
+                code: ErrorCode::Unavailable,
+                text: "the room's store (Redis) is too slow now; try again in a moment",
+            };
+            replies.reply(&self.conn, line.to_line().as_bytes())?;
         }
         Ok(replies.reply(&self.conn, &self.out)?)
     }

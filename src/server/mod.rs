@@ -243,6 +243,10 @@ impl Shared {
             };
             let (conn, to) = (Arc::clone(conn), to.to_string());
             let (reply, answer) = bounded(1);
+            let reply = in_flight::Waiting {
+                reply,
+                asked: std::time::Instant::now(),
+            };
             room.propose(cluster::Op::Dm {
                 conn,
                 to,

@@ -179,6 +179,7 @@ pub(crate) fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
         first_line: true,
         line: Vec::new(),
         held: Vec::new(),
+        welcome_by: None,
         client: Client::new(shared, conn),
     };
     // A bug in handling one client's commands costs that client its
@@ -190,6 +191,13 @@ pub(crate) fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
         Ok(Err(end)) => end,
         Err(_) => End::Silent(Reason::Error),
     };
+    // `WELCOME` is the first line of every connection the limits let in,
+    // even one that ends before its first line: the server shutting down,
+    // or a `BYE`.
+    let server_ends = matches!(end, End::Bye(_)) || session.client.shared.is_stopping();
+    if session.state == State::Unwelcomed && server_ends {
+        let _ = session.welcome();
+    }
     let joined = matches!(session.state, State::Member | State::Mirror);
     finish(&mut session.client, joined, end);
 }
@@ -205,9 +213,17 @@ struct Session {
     /// again to read a payload).
     line: Vec<u8>,
     /// Answers to telnet commands that came before the `WELCOME`: they go
-    /// out right after it, so that `WELCOME` starts the stream.
+    /// out right after it, so that `WELCOME` starts the stream (at most
+    /// [`HELD_MAX`] bytes: more, and the client is welcomed at once).
     held: Vec<u8>,
+    /// When an unwelcomed client is welcomed whatever it sends meanwhile
+    /// ([`JOIN_GRACE`] after it connected): a stream of telnet chatter,
+    /// which is no first line, must not keep it waiting.
+    welcome_by: Option<Instant>,
 }
+
+/// The most telnet answers held back for the `WELCOME`, in bytes.
+const HELD_MAX: usize = 64;
 
 /// Where a session's client stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -231,6 +247,11 @@ impl Session {
     fn serve(&mut self) -> Result<Infallible, End> {
         self.greet()?;
         loop {
+            if self.state == State::Unwelcomed
+                && self.welcome_by.is_some_and(|by| Instant::now() >= by)
+            {
+                self.join_as_client()?;
+            }
             match self.reader.read_line() {
                 Ok(Some(Frame::Line(bytes))) => {
                     self.line.clear();
@@ -305,6 +326,7 @@ impl Session {
         }
         self.state = State::Unwelcomed;
         let alarm = Instant::now() + JOIN_GRACE;
+        self.welcome_by = Some(alarm);
         self.reader.get_mut().set_alarm(Some(alarm));
         Ok(())
     }
@@ -427,6 +449,9 @@ impl Session {
         match answer {
             Some(bytes) if self.state == State::Unwelcomed => {
                 self.held.extend_from_slice(&bytes);
+                if self.held.len() >= HELD_MAX {
+                    self.join_as_client()?;
+                }
                 Ok(())
             }
             Some(bytes) => Ok(self.client.conn.reply(&bytes)?),

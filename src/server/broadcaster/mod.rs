@@ -54,7 +54,7 @@ use super::budget::Reservation;
 use super::conn::Conn;
 use super::event::{ClientId, ServerEvent};
 use super::history::History;
-use super::in_flight::Ticket;
+use super::in_flight::{Ticket, Waiting};
 use super::keys::{KeyHolder, SessionKeys};
 use super::registry::NickError;
 use super::{Shared, TickInfo};
@@ -98,7 +98,7 @@ pub(crate) enum Inbox {
         id: ClientId,
         new: String,
         #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-        waiting: Option<Sender<String>>,
+        waiting: Option<Waiting>,
     },
     /// A member's connection ends (the closer has claimed it); announce its
     /// `LEAVE` (a mirror's: none). With `bye`, the server is the one

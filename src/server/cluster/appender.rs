@@ -22,7 +22,7 @@ use crate::server::broadcaster::ResumeResult;
 use crate::server::budget::Reservation;
 use crate::server::conn::Conn;
 use crate::server::event::{ClientId, ServerEvent};
-use crate::server::in_flight::Ticket;
+use crate::server::in_flight::{Ticket, Waiting};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::{Cmd, Value};
 use std::sync::Arc;
@@ -72,7 +72,7 @@ pub(crate) enum Op {
         conn: Arc<Conn>,
         to: String,
         text: String,
-        reply: Sender<String>,
+        reply: Waiting,
     },
     /// The periodic `TICK` (`rest` is `TIME TEXT`), if this node holds
     /// the lease.
@@ -86,8 +86,8 @@ pub(crate) enum Op {
 /// Who hears how a `/nick` went.
 pub(crate) enum Asker {
     /// The command's sender (a session, or an HTTP request) waits for its
-    /// reply line, `OK nick NAME` or `ERR …`, on this channel.
-    Waiting(Sender<String>),
+    /// reply line, `OK nick NAME` or `ERR …`.
+    Waiting(Waiting),
     /// An event stream's `name=`: only an error, on the stream itself.
     Stream,
 }
@@ -112,13 +112,18 @@ pub(crate) struct TakenOver {
     pub taken: Option<String>,
 }
 
+/// How long a client's line may wait for the appender before it is
+/// refused unsent (`ERR unavailable`).
+const QUEUE_LIMIT: Duration = Duration::from_secs(2);
+
 /// The longest pause between two attempts to reach Redis again.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// Operations sent in one round trip, at most.
 const PIPELINE: usize = 512;
 
-const UNAVAILABLE: &str = "the room's store (Redis) cannot be reached; try again in a moment";
+const UNAVAILABLE: &str =
+    "the room's store (Redis) cannot be reached or is too slow; try again in a moment";
 
 pub(crate) struct Appender {
     shared: Arc<Shared>,
@@ -191,8 +196,13 @@ impl Appender {
     }
 
     /// Runs `batch` (and the heartbeat, when it is due) in one round trip,
-    /// or fails it at once when Redis is down.
+    /// or fails it at once when Redis is down. A line whose sender has
+    /// waited [`QUEUE_LIMIT`] already is refused without being sent: so
+    /// every sender hears within `QUEUE_LIMIT` + [`READ_TIMEOUT`](super::redis_link::READ_TIMEOUT), and a
+    /// session's next reply never has to pass it (see `in_flight`).
     fn run_batch(&mut self, batch: Vec<Op>) {
+        let (stale, batch): (Vec<Op>, Vec<Op>) = batch.into_iter().partition(is_stale);
+        stale.into_iter().for_each(|op| self.settle(op, None));
         let beat = Instant::now() >= self.next_beat;
         if beat {
             self.next_beat = Instant::now() + Duration::from_secs(1);
@@ -299,7 +309,9 @@ impl Appender {
                 let _ = self.events.send(RoomEvent::LeaveSettled(conn.id));
             }
             Op::Say { conn, ticket, .. } => {
-                if refused(word) {
+                // A line given up by its session was answered there.
+                let given_up = ticket.as_ref().is_some_and(Ticket::given_up);
+                if refused(word) && !given_up {
                     self.error(&conn, ErrorCode::Unavailable, UNAVAILABLE);
                 }
                 // Said: the session may write its next reply.
@@ -333,7 +345,7 @@ impl Appender {
             Op::TakeOver { conn, then, .. } => self.took_over(conn, then, word, answer),
             Op::Dm { to, reply, .. } => {
                 // The sender waits for it (or has gone: nobody to tell).
-                let _ = reply.try_send(dm_reply(&to, word, answer));
+                let _ = reply.reply.try_send(dm_reply(&to, word, answer));
             }
             Op::Ids if word == Some("ok") => {
                 if let Some(answer) = answer
@@ -405,8 +417,8 @@ impl Appender {
             _ => unavailable(),
         };
         match asker {
-            Asker::Waiting(reply) => {
-                let _ = reply.try_send(line);
+            Asker::Waiting(waiting) => {
+                let _ = waiting.reply.try_send(line);
             }
             Asker::Stream if word != Some("ok") => {
                 if let Err(e) = conn.send_line(line.as_bytes()) {
@@ -468,6 +480,33 @@ fn unavailable() -> String {
 /// client should hear (not `gone`: a client that left hears nothing).
 fn refused(word: Option<&str>) -> bool {
     !matches!(word, Some("ok" | "gone"))
+}
+
+/// Whether `op` is a client's line that waited too long to be sent, or
+/// that its session gave up on.
+fn is_stale(op: &Op) -> bool {
+    if let Op::Say {
+        ticket: Some(ticket),
+        ..
+    } = op
+        && ticket.given_up()
+    {
+        return true;
+    }
+    asked(op).is_some_and(|t| t.elapsed() > QUEUE_LIMIT)
+}
+
+/// Since when a client waits for `op` to be settled, if one does.
+fn asked(op: &Op) -> Option<Instant> {
+    match op {
+        Op::Say { ticket, .. } => ticket.as_ref().map(Ticket::since),
+        Op::Nick {
+            asker: Asker::Waiting(waiting),
+            ..
+        } => Some(waiting.asked),
+        Op::Dm { reply, .. } => Some(reply.asked),
+        _ => None,
+    }
 }
 
 /// The script call for one operation.
