@@ -59,6 +59,9 @@ struct Entry {
     /// The current name (`guest-ID` until a `/nick`).
     name: String,
     standing: Standing,
+    /// Listed, but its greeting (`WELCOME` or `OK auth`) is not queued yet
+    /// (see [`Registry::list_before_greeting`]): no `DM` may reach it.
+    greeting: bool,
 }
 
 /// Where a connection stands, until it is closed.
@@ -144,6 +147,7 @@ impl Registry {
                 conn: Arc::clone(&conn),
                 name: guest_name(id.0),
                 standing: Standing::Unlisted,
+                greeting: false,
             },
         );
         *inner.per_ip.entry(ip).or_insert(0) += 1;
@@ -180,6 +184,25 @@ impl Registry {
         // Guest names are reserved, so this never collides.
         inner.names.insert(name.to_ascii_lowercase(), id);
         Some(name)
+    }
+
+    /// Lists a connection whose greeting is about to be queued. The
+    /// contract wants a client listed by the time it gets its `WELCOME`
+    /// (or `OK auth`), and nothing before its `WELCOME`: so it is listed
+    /// first, and no `DM` finds it until [`Registry::greeted`].
+    pub(crate) fn list_before_greeting(&self, id: ClientId) -> Option<String> {
+        let name = self.list(id)?;
+        if let Some(entry) = self.inner.lock().conns.get_mut(&id) {
+            entry.greeting = true;
+        }
+        Some(name)
+    }
+
+    /// The connection's greeting is queued: `DM`s may reach it now.
+    pub(crate) fn greeted(&self, id: ClientId) {
+        if let Some(entry) = self.inner.lock().conns.get_mut(&id) {
+            entry.greeting = false;
+        }
     }
 
     /// Renames a listed client. `Ok(Some(old))` on a rename, `Ok(None)` if
@@ -284,17 +307,21 @@ impl Registry {
     }
 
     /// The listed client called `name` (without regard to case).
+    /// A client whose greeting is not queued yet is not found.
     pub(crate) fn find(&self, name: &str) -> Option<(Arc<Conn>, String)> {
         let inner = self.inner.lock();
         let id = inner.names.get(&name.to_ascii_lowercase())?;
-        let entry = &inner.conns[id];
+        let entry = inner.conns.get(id).filter(|e| !e.greeting)?;
         Some((Arc::clone(&entry.conn), entry.name.clone()))
     }
 
-    /// The listed client with this id.
+    /// The listed client with this id (once its greeting is queued).
     pub(crate) fn get(&self, id: ClientId) -> Option<(Arc<Conn>, String)> {
         let inner = self.inner.lock();
-        let entry = inner.conns.get(&id).filter(|e| e.is_listed())?;
+        let entry = inner
+            .conns
+            .get(&id)
+            .filter(|e| e.is_listed() && !e.greeting)?;
         Some((Arc::clone(&entry.conn), entry.name.clone()))
     }
 
@@ -440,6 +467,19 @@ mod tests {
         assert_eq!(conn(&reg, "127.0.0.3:1").unwrap_err(), Reason::ServerFull);
         reg.remove(a.id);
         conn(&reg, "127.0.0.1:4").unwrap();
+    }
+
+    #[test]
+    fn a_client_listed_before_its_greeting_gets_no_dm_until_greeted() {
+        let reg = Registry::default();
+        let a = conn(&reg, "127.0.0.1:1").unwrap();
+        assert_eq!(reg.list_before_greeting(a.id).as_deref(), Some("guest-1"));
+        assert_eq!(reg.names(), ["guest-1"], "listed");
+        assert!(reg.find("guest-1").is_none(), "not yet for a DM");
+        assert!(reg.get(a.id).is_none());
+        reg.greeted(a.id);
+        assert!(reg.find("guest-1").is_some());
+        assert!(reg.get(a.id).is_some());
     }
 
     #[test]

@@ -180,6 +180,8 @@ pub(crate) fn run(shared: Arc<Shared>, conn: Arc<Conn>) {
         line: Vec::new(),
         held: Vec::new(),
         welcome_by: None,
+        mirror_name: None,
+        refused_mirror: false,
         client: Client::new(shared, conn),
     };
     // A bug in handling one client's commands costs that client its
@@ -220,6 +222,12 @@ struct Session {
     /// ([`JOIN_GRACE`] after it connected): a stream of telnet chatter,
     /// which is no first line, must not keep it waiting.
     welcome_by: Option<Instant>,
+    /// A first line `/mirror KEY` with a good KEY: the name of the
+    /// connection it mirrors, for its `OK mirror` (see `claim_mirror`).
+    mirror_name: Option<String>,
+    /// A first line `/mirror KEY` with a bad KEY: the client joined, and
+    /// gets `ERR bad-key` when the line is handled.
+    refused_mirror: bool,
 }
 
 /// The most telnet answers held back for the `WELCOME`, in bytes.
@@ -294,8 +302,14 @@ impl Session {
             // The first line: the client is welcomed now, and joins before
             // the line is handled, unless it asks to be a mirror.
             if self.state == State::Unwelcomed {
-                self.welcome()?;
-                if asks_to_mirror(&self.line) {
+                // A good KEY is checked (and the connection marked a mirror)
+                // before the WELCOME: a connection welcomed as a client is
+                // listed by then, one with a bad KEY too.
+                let line = std::mem::take(&mut self.line);
+                let mirroring = self.claim_mirror(&line);
+                self.line = line;
+                if mirroring {
+                    self.welcome()?;
                     self.state = State::Waiting;
                 } else {
                     self.join()?;
@@ -349,7 +363,6 @@ impl Session {
     /// have it join, if it waits for that.
     fn join_as_client(&mut self) -> Result<(), End> {
         if self.state == State::Unwelcomed {
-            self.welcome()?;
             return self.join();
         }
         if self.state == State::Waiting {
@@ -362,9 +375,33 @@ impl Session {
     /// greeting (`WELCOME`, or `OK auth`) is already queued, so it comes
     /// first.
     fn join(&mut self) -> Result<(), End> {
-        self.state = State::Outside;
+        self.join_greeted(None)
+    }
+
+    /// Lists the client, then queues its greeting: its `WELCOME` if it has
+    /// none yet, and `ok_auth` if given; then hands its `JOIN` to the
+    /// broadcaster. Listed first, because the contract says a client that
+    /// gets its `WELCOME` (or `OK auth`) is listed; greeted before any `DM`
+    /// can reach it (`Registry::greeted`) or any broadcast (the `JOIN`).
+    fn join_greeted(&mut self, ok_auth: Option<&str>) -> Result<(), End> {
         let conn = Arc::clone(&self.client.conn);
-        if let Some(name) = self.client.shared.registry.list(conn.id) {
+        let registry = &self.client.shared.registry;
+        let unwelcomed = self.state == State::Unwelcomed;
+        let greets = unwelcomed || ok_auth.is_some();
+        let listed = if greets {
+            registry.list_before_greeting(conn.id)
+        } else {
+            registry.list(conn.id)
+        };
+        if unwelcomed {
+            self.welcome()?;
+        }
+        if let Some(ok) = ok_auth {
+            conn.reply(ok.as_bytes())?;
+        }
+        self.client.shared.registry.greeted(conn.id);
+        self.state = State::Outside;
+        if let Some(name) = listed {
             self.state = State::Member;
             self.client.hand_over(Inbox::Join {
                 conn,
@@ -380,17 +417,21 @@ impl Session {
     /// `WELCOME` is queued already. A bad KEY: the client joins, then gets
     /// `ERR bad-key`.
     fn mirror(&mut self, key: &str) -> Result<(), End> {
-        if self.state != State::Waiting {
-            let text = "/mirror must be the first line";
-            return self.client.error(&mut ToOutbox, ErrorCode::BadArgs, text);
-        }
-        let conn = Arc::clone(&self.client.conn);
-        let Some(name) = self.client.shared.registry.mirror(conn.id, key) else {
-            self.join()?;
+        let _ = key; // checked before the greeting, by `claim_mirror`
+        if std::mem::take(&mut self.refused_mirror) {
             let text = "that key matches no open connection on this server; \
                         you join as a client of your own";
             return self.client.error(&mut ToOutbox, ErrorCode::BadKey, text);
+        }
+        let Some(name) = self
+            .mirror_name
+            .take()
+            .filter(|_| self.state == State::Waiting)
+        else {
+            let text = "/mirror must be the first line";
+            return self.client.error(&mut ToOutbox, ErrorCode::BadArgs, text);
         };
+        let conn = Arc::clone(&self.client.conn);
         self.state = State::Mirror;
         self.client.mirror = true;
         // The broadcaster says `OK mirror` itself, in the step that makes
@@ -400,6 +441,20 @@ impl Session {
         self.client.hand_over(Inbox::Mirror { conn, name, made })?;
         let _ = done.recv();
         Ok(())
+    }
+
+    /// If `line` is `/mirror KEY` with the KEY of an open connection here,
+    /// marks this connection a mirror of it (in the client map) and keeps
+    /// that connection's name for the `OK mirror`: `true`. A `/mirror`
+    /// with a bad KEY is remembered for its `ERR bad-key`.
+    fn claim_mirror(&mut self, line: &[u8]) -> bool {
+        let Some(key) = mirror_key(line) else {
+            return false;
+        };
+        let id = self.client.conn.id;
+        self.mirror_name = self.client.shared.registry.mirror(id, &key);
+        self.refused_mirror = self.mirror_name.is_none();
+        self.mirror_name.is_some()
     }
 
     /// An HTTP request on the line port: say where HTTP is, and close.
@@ -559,19 +614,20 @@ impl Session {
             std::thread::sleep(AUTH_FAIL_DELAY);
             return Err(End::Bye(Reason::AuthFailed));
         }
-        client.conn.reply(ok.as_bytes())?;
         if client.authed {
-            return Ok(());
+            return Ok(client.conn.reply(ok.as_bytes())?);
         }
         client.authed = true;
         // Listed at once, unless the very next line, sent with this one,
         // is `/mirror KEY` (see the module docs): it is handled next, and
         // the client joins after it unless it made a mirror.
-        if next_buffered_line(self.reader.buffered()).is_some_and(asks_to_mirror) {
+        let next = next_buffered_line(self.reader.buffered()).map(<[u8]>::to_vec);
+        if next.is_some_and(|line| self.claim_mirror(&line)) {
+            self.client.conn.reply(ok.as_bytes())?;
             self.state = State::Waiting;
             return Ok(());
         }
-        self.join()
+        self.join_greeted(Some(&ok))
     }
 
     fn resume(&mut self, after: u64, key: Option<&str>) -> Result<(), End> {
@@ -750,10 +806,12 @@ fn next_buffered_line(buffered: &[u8]) -> Option<&[u8]> {
     Some(line.strip_suffix(b"\r").unwrap_or(line))
 }
 
-/// Whether a line is a well-formed `/mirror KEY`.
-fn asks_to_mirror(line: &[u8]) -> bool {
-    let command = text_from_bytes(line).map(Command::parse);
-    matches!(command, Ok(Ok(Some(Command::Mirror(_)))))
+/// The KEY of a well-formed `/mirror KEY` line.
+fn mirror_key(line: &[u8]) -> Option<String> {
+    match text_from_bytes(line).map(Command::parse) {
+        Ok(Ok(Some(Command::Mirror(key)))) => Some(key.to_string()),
+        _ => None,
+    }
 }
 
 /// Whether a line is an HTTP request line (`GET / HTTP/1.1`): a method
