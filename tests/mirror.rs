@@ -68,8 +68,10 @@ fn a_welcomed_client_is_already_listed_and_its_join_queued() {
     let server = start(config());
     let addr = server.local_addr();
     let mut a = joined(addr);
-    // Silent (welcomed when the grace ends) and talkative (at once).
-    for b in [Raw::connect(addr), Raw::connect_saying(addr, "/ping hi")] {
+    // Silent (welcomed when the grace ends) and talkative (at once); both
+    // kept open, so that no LEAVE comes between the JOINs.
+    let clients = [Raw::connect(addr), Raw::connect_saying(addr, "/ping hi")];
+    for b in &clients {
         assert!(names(&mut a).iter().any(|n| n == b.name()), "{}", b.name());
         let join = a.event();
         assert_eq!(join.line, format!("JOIN {} {}", join.seq(), b.name()));
@@ -415,4 +417,41 @@ fn a_connection_waiting_for_its_welcome_at_shutdown_gets_it_first() {
     let first = raw.reply();
     assert!(first.starts_with("WELCOME "), "{first:?}");
     assert_eq!(raw.reply(), "BYE shutdown");
+}
+
+/// A mirror outlives the connection it mirrors by 10 s at most (long
+/// enough for a redundant client's first connection to come back), so
+/// that nobody keeps an unlisted reader after leaving. It goes
+/// unannounced, as it came.
+#[test]
+fn a_mirror_ends_10_s_after_its_client_left() {
+    let server = start(config());
+    let addr = server.local_addr();
+    let mut watcher = joined(addr);
+    let alice = named(addr, "alice");
+    watcher.event_starting("NICK ");
+    let m = mirror(addr, &alice, "alice");
+    drop(alice);
+    let left = Instant::now();
+    watcher.event_starting("LEAVE ");
+    // Events make the broadcaster look at its mirrors: keep talking until
+    // the mirror's connection ends (bounded).
+    let deadline = left + Duration::from_secs(15);
+    let mut socket = m.stream();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let mut n = 0;
+    let ended = loop {
+        n += 1;
+        watcher.line(&format!("tick {n}"));
+        watcher.event_starting("MSG ");
+        if let Ok(0) = std::io::Read::read(&mut socket, &mut buf) {
+            break left.elapsed();
+        }
+        assert!(Instant::now() < deadline, "the mirror is still open");
+    };
+    assert!(ended >= Duration::from_secs(10), "ended after {ended:?}");
+    watcher.assert_quiet("no LEAVE for the mirror");
 }

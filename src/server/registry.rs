@@ -286,7 +286,7 @@ impl Registry {
     ///
     /// The one place that looks connections up by key is this, once per
     /// `/mirror`, so it walks the map rather than keep an index.
-    pub(crate) fn mirror(&self, id: ClientId, key: &str) -> Option<String> {
+    pub(crate) fn mirror(&self, id: ClientId, key: &str) -> Option<(String, ClientId)> {
         let mut inner = self.inner.lock();
         let name = inner
             .conns
@@ -297,7 +297,7 @@ impl Registry {
                     && e.standing != Standing::Mirror
                     && e.conn.reason().is_none()
             })
-            .map(|e| e.name.clone())?;
+            .map(|e| (e.name.clone(), e.conn.id))?;
         let entry = inner
             .conns
             .get_mut(&id)
@@ -526,7 +526,7 @@ mod tests {
         assert_eq!(reg.mirror(a.id, "k"), None, "not of itself");
         let b = conn(&reg, "127.0.0.2:1").unwrap();
         assert_eq!(reg.mirror(b.id, "nope"), None);
-        assert_eq!(reg.mirror(b.id, "k").as_deref(), Some("guest-1"));
+        assert_eq!(reg.mirror(b.id, "k"), Some(("guest-1".to_string(), a.id)));
         assert_eq!(reg.list(b.id), None, "a mirror never joins");
         assert_eq!(reg.mirror(a.id, "k"), None, "a mirror is not mirrored");
         assert_eq!(reg.connection_count(), 2);

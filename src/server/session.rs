@@ -224,7 +224,7 @@ struct Session {
     welcome_by: Option<Instant>,
     /// A first line `/mirror KEY` with a good KEY: the name of the
     /// connection it mirrors, for its `OK mirror` (see `claim_mirror`).
-    mirror_name: Option<String>,
+    mirror_name: Option<(String, super::ClientId)>,
     /// A first line `/mirror KEY` with a bad KEY: the client joined, and
     /// gets `ERR bad-key` when the line is handled.
     refused_mirror: bool,
@@ -423,7 +423,7 @@ impl Session {
                         you join as a client of your own";
             return self.client.error(&mut ToOutbox, ErrorCode::BadKey, text);
         }
-        let Some(name) = self
+        let Some((name, of)) = self
             .mirror_name
             .take()
             .filter(|_| self.state == State::Waiting)
@@ -438,7 +438,12 @@ impl Session {
         // the mirror: every event numbered after that line is the mirror's.
         // Wait for it, so that replies keep the order of the commands.
         let (made, done) = bounded(1);
-        self.client.hand_over(Inbox::Mirror { conn, name, made })?;
+        self.client.hand_over(Inbox::Mirror {
+            conn,
+            name,
+            of,
+            made,
+        })?;
         let _ = done.recv();
         Ok(())
     }

@@ -111,6 +111,8 @@ pub(crate) enum Inbox {
     Mirror {
         conn: Arc<Conn>,
         name: String,
+        /// The connection it mirrors.
+        of: ClientId,
         /// Dropped once that is done: its session waits for it.
         made: Sender<()>,
     },
@@ -165,15 +167,30 @@ pub(crate) struct Replay {
     pub last: u64,
 }
 
+/// What a mirror is of.
+#[derive(Debug, Clone, Copy)]
+struct Mirror {
+    /// The connection it mirrors.
+    of: ClientId,
+    /// Once that connection has left: when the mirror is closed, unless
+    /// it has been closed already. A redundant client's first connection
+    /// comes back within this (with a new KEY, which its second link then
+    /// mirrors anew); someone who left does not keep an unlisted reader.
+    orphaned: Option<std::time::Instant>,
+}
+
+/// How long a mirror outlives the connection it mirrors.
+const MIRROR_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A joined client (or a mirror), as the broadcaster knows it.
 struct Member {
     conn: Arc<Conn>,
     /// The name as last announced (by `JOIN` or `NICK`); a mirror's: the
     /// name of the client it mirrors, when it became one.
     name: String,
-    /// A mirror: delivered to like any member, but never announced nor
+    /// A mirror (of whom): delivered to like any member, but never announced nor
     /// counted (see the module docs).
-    mirror: bool,
+    mirror: Option<Mirror>,
     /// The SEQ of its `JOIN`: it is sent every event from there on (a
     /// mirror: from the first event after it became one).
     from_seq: u64,
@@ -384,7 +401,12 @@ impl Broadcaster {
             }
             Inbox::Nick { id, new, .. } => self.announce_rename(id, new),
             Inbox::Leave { id, bye } => self.say_goodbye(id, bye),
-            Inbox::Mirror { conn, name, made } => self.add_mirror(conn, name, made),
+            Inbox::Mirror {
+                conn,
+                name,
+                of,
+                made,
+            } => self.add_mirror(conn, name, of, made),
             Inbox::Notify { text } => self.notify(&text),
             Inbox::Resume {
                 conn,
@@ -415,7 +437,7 @@ impl Broadcaster {
         let member = Member {
             conn: Arc::clone(&conn),
             name,
-            mirror: false,
+            mirror: None,
             from_seq: seq,
             leaving: None,
         };
@@ -429,7 +451,7 @@ impl Broadcaster {
     /// every event from the next one on (the same on a cluster node: a
     /// mirror is this node's own). Its session goes on once `made` is
     /// dropped.
-    fn add_mirror(&mut self, conn: Arc<Conn>, name: String, made: Sender<()>) {
+    fn add_mirror(&mut self, conn: Arc<Conn>, name: String, of: ClientId, made: Sender<()>) {
         // Dropped on the way here (its departure came first): nothing to
         // add, or it would stay for ever.
         if conn.reason().is_some() {
@@ -445,7 +467,7 @@ impl Broadcaster {
         let member = Member {
             conn: Arc::clone(&conn),
             name,
-            mirror: true,
+            mirror: Some(Mirror { of, orphaned: None }),
             from_seq: self.history.newest() + 1,
             leaving: None,
         };
@@ -532,7 +554,7 @@ impl Broadcaster {
         if let Some(room) = &self.room {
             return room.roster.lock().len();
         }
-        self.members.values().filter(|m| !m.mirror).count()
+        self.members.values().filter(|m| m.mirror.is_none()).count()
     }
 
     /// What a cluster node's room threads tell (nothing, alone).
@@ -597,7 +619,8 @@ impl Broadcaster {
             return None;
         }
         let member = self.members.remove(&id)?;
-        if member.mirror {
+        self.orphan_mirrors_of(id);
+        if member.mirror.is_some() {
             // Never announced, so it leaves without a `LEAVE`; and its key
             // was never a member's, so there is none to remember.
             return Some((member, None));
@@ -633,11 +656,46 @@ impl Broadcaster {
         Some((member, Some(seq)))
     }
 
+    /// The connection `id` left: its mirrors end [`MIRROR_GRACE`] later.
+    fn orphan_mirrors_of(&mut self, id: ClientId) {
+        let end = std::time::Instant::now() + MIRROR_GRACE;
+        for member in self.members.values_mut() {
+            if let Some(mirror) = member.mirror.as_mut().filter(|m| m.of == id) {
+                mirror.orphaned.get_or_insert(end);
+            }
+        }
+    }
+
+    /// Closes the mirrors whose connection left more than [`MIRROR_GRACE`]
+    /// ago (unannounced, as every mirror comes and goes).
+    fn close_orphaned_mirrors(&mut self) {
+        let now = std::time::Instant::now();
+        let ended = |m: &Member| m.mirror.and_then(|m| m.orphaned).is_some_and(|t| t <= now);
+        let ids: Vec<ClientId> = self
+            .members
+            .iter()
+            .filter(|(_, m)| ended(m))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            if let Some(member) = self.members.remove(&id)
+                && self
+                    .shared
+                    .registry
+                    .claim(&member.conn, Reason::Closed)
+                    .won()
+            {
+                member.conn.close();
+            }
+        }
+    }
+
     /// Hands the batch to every member, in one vectored write each, from
     /// the member's own `JOIN` on. Never waits: what a socket does not take
     /// now waits in that member's outbox. A member that has fallen too far
     /// behind is dropped; its `LEAVE` comes back through the departures.
     fn flush(&mut self) {
+        self.close_orphaned_mirrors();
         let batch = std::mem::take(&mut self.batch);
         if batch.is_empty() {
             return;

@@ -65,7 +65,7 @@ impl Broadcaster {
                 let member = Member {
                     conn: Arc::clone(&conn),
                     name,
-                    mirror: false,
+                    mirror: None,
                     from_seq: NOT_YET,
                     leaving: None,
                 };
@@ -95,7 +95,12 @@ impl Broadcaster {
             }
             Inbox::Leave { id, bye } => self.leave_room(id, bye),
             // A mirror is this node's own: Redis never hears of it.
-            Inbox::Mirror { conn, name, made } => self.add_mirror(conn, name, made),
+            Inbox::Mirror {
+                conn,
+                name,
+                of,
+                made,
+            } => self.add_mirror(conn, name, of, made),
             Inbox::Notify { text } => self.propose_tick(&text, false),
             Inbox::Resume {
                 conn,
@@ -154,7 +159,7 @@ impl Broadcaster {
         let Some(member) = self.members.get_mut(&id) else {
             return;
         };
-        if member.mirror {
+        if member.mirror.is_some() {
             // Never in the room: it leaves without a word to Redis.
             if let Some(member) = self.members.remove(&id)
                 && let Some(bye) = bye
@@ -250,6 +255,7 @@ impl Broadcaster {
         let Some(member) = self.members.remove(&id) else {
             return;
         };
+        self.orphan_mirrors_of(id);
         self.shared.counters.count_leave(reason);
         self.keys.forget_older(self.history.newest());
         let bye = match member.leaving {
