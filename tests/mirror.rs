@@ -28,6 +28,18 @@ fn mirror(addr: SocketAddr, of: &Raw, name: &str) -> Raw {
     m
 }
 
+/// A server, a watching client, alice (renamed, her NICK seen by the
+/// watcher) and a mirror of alice.
+fn room_with_a_mirror() -> (tickcast::server::ServerHandle, Raw, Raw, Raw) {
+    let server = start(config());
+    let addr = server.local_addr();
+    let mut watcher = joined(addr);
+    let alice = named(addr, "alice");
+    watcher.event_starting("NICK ");
+    let m = mirror(addr, &alice, "alice");
+    (server, watcher, alice, m)
+}
+
 /// `/list`'s names, as `a` sees them.
 fn names(a: &mut Raw) -> Vec<String> {
     a.line("/list");
@@ -129,12 +141,7 @@ fn a_line_half_sent_when_the_grace_ends_is_kept_whole() {
 
 #[test]
 fn a_mirror_is_neither_listed_nor_announced_and_gets_what_its_client_gets() {
-    let server = start(config());
-    let addr = server.local_addr();
-    let mut watcher = joined(addr);
-    let mut alice = named(addr, "alice");
-    watcher.event_starting("NICK ");
-    let mut m = mirror(addr, &alice, "alice");
+    let (server, mut watcher, mut alice, mut m) = room_with_a_mirror();
 
     watcher.line("/list");
     assert_eq!(watcher.reply(), format!("USERS 2 alice {}", watcher.name()));
@@ -302,12 +309,7 @@ fn with_a_token_mirror_comes_in_the_same_write_as_auth() {
 
 #[test]
 fn a_mirror_outlives_its_client_and_goes_unannounced() {
-    let server = start(config());
-    let addr = server.local_addr();
-    let mut watcher = joined(addr);
-    let mut alice = named(addr, "alice");
-    watcher.event_starting("NICK ");
-    let mut m = mirror(addr, &alice, "alice");
+    let (server, mut watcher, mut alice, mut m) = room_with_a_mirror();
     alice.line("/quit");
     alice.until_closed();
     let leave = watcher.event();
@@ -425,12 +427,7 @@ fn a_connection_waiting_for_its_welcome_at_shutdown_gets_it_first() {
 /// unannounced, as it came.
 #[test]
 fn a_mirror_ends_10_s_after_its_client_left() {
-    let server = start(config());
-    let addr = server.local_addr();
-    let mut watcher = joined(addr);
-    let alice = named(addr, "alice");
-    watcher.event_starting("NICK ");
-    let m = mirror(addr, &alice, "alice");
+    let (_server, mut watcher, alice, m) = room_with_a_mirror();
     drop(alice);
     let left = Instant::now();
     watcher.event_starting("LEAVE ");
