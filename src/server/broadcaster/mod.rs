@@ -172,11 +172,6 @@ pub(crate) struct Replay {
 struct Mirror {
     /// The connection it mirrors.
     of: ClientId,
-    /// Once that connection has left: when the mirror is closed, unless
-    /// it has been closed already. A redundant client's first connection
-    /// comes back within this (with a new KEY, which its second link then
-    /// mirrors anew); someone who left does not keep an unlisted reader.
-    orphaned: Option<std::time::Instant>,
 }
 
 /// How long a mirror outlives the connection it mirrors.
@@ -221,6 +216,11 @@ pub(crate) struct Broadcaster {
     keys: SessionKeys,
     /// Encoded events not yet handed to the members.
     batch: Batch,
+    /// Mirrors whose connection left, with when they end ([`MIRROR_GRACE`]
+    /// later), soonest first. A redundant client's first link comes back
+    /// within that (with a new KEY, which its second link then mirrors
+    /// anew); someone who left does not keep an unlisted reader.
+    orphans: VecDeque<(std::time::Instant, ClientId)>,
     /// A cluster node's room: then this thread numbers nothing itself.
     #[cfg(feature = "redis")]
     room: Option<Arc<crate::server::cluster::Room>>,
@@ -237,6 +237,7 @@ impl Broadcaster {
             members: HashMap::new(),
             keys,
             batch: Batch::default(),
+            orphans: VecDeque::new(),
             #[cfg(feature = "redis")]
             room: None,
         }
@@ -467,7 +468,7 @@ impl Broadcaster {
         let member = Member {
             conn: Arc::clone(&conn),
             name,
-            mirror: Some(Mirror { of, orphaned: None }),
+            mirror: Some(Mirror { of }),
             from_seq: self.history.newest() + 1,
             leaving: None,
         };
@@ -659,25 +660,22 @@ impl Broadcaster {
     /// The connection `id` left: its mirrors end [`MIRROR_GRACE`] later.
     fn orphan_mirrors_of(&mut self, id: ClientId) {
         let end = std::time::Instant::now() + MIRROR_GRACE;
-        for member in self.members.values_mut() {
-            if let Some(mirror) = member.mirror.as_mut().filter(|m| m.of == id) {
-                mirror.orphaned.get_or_insert(end);
+        for (&mirror_id, member) in &self.members {
+            if member.mirror.is_some_and(|m| m.of == id) {
+                self.orphans.push_back((end, mirror_id));
             }
         }
     }
 
     /// Closes the mirrors whose connection left more than [`MIRROR_GRACE`]
-    /// ago (unannounced, as every mirror comes and goes).
+    /// ago (unannounced, as every mirror comes and goes). Nothing to do,
+    /// and nothing looked at, while no mirror is orphaned.
     fn close_orphaned_mirrors(&mut self) {
         let now = std::time::Instant::now();
-        let ended = |m: &Member| m.mirror.and_then(|m| m.orphaned).is_some_and(|t| t <= now);
-        let ids: Vec<ClientId> = self
-            .members
-            .iter()
-            .filter(|(_, m)| ended(m))
-            .map(|(&id, _)| id)
-            .collect();
-        for id in ids {
+        while let Some(&(end, id)) = self.orphans.front()
+            && end <= now
+        {
+            self.orphans.pop_front();
             if let Some(member) = self.members.remove(&id)
                 && self
                     .shared
