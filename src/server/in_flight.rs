@@ -46,11 +46,13 @@ pub(crate) struct Ticket(Arc<InFlight>, Instant);
 
 impl Ticket {
     /// When the client sent the line.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn since(&self) -> Instant {
         self.1
     }
 
     /// Whether the session gave up waiting for it (and told its client).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn given_up(&self) -> bool {
         let count = self.0.count.lock();
         count.given_up_before.is_some_and(|t| self.1 < t)
