@@ -62,6 +62,7 @@ impl Ticket {
 /// A command's sender waiting for its reply line (`OK nick`, `ERR …`)
 /// from the appender, since `asked`.
 #[derive(Debug)]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) struct Waiting {
     pub reply: crossbeam_channel::Sender<String>,
     pub asked: Instant,
