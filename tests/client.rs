@@ -8,23 +8,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
 use support::proxy::Proxy;
-use support::{Raw, WAIT, config, events_until, joined, start};
+use support::{Raw, WAIT, config, events_until, fast, joined, start};
 use tickcast::client::{Client, ClientConfig, ClientError, Closed, Event, Gap, Reconnect};
 use tickcast::protocol::{ErrorCode, Reason};
 use tickcast::server::{self, Config};
-
-/// Quick reconnects, no keepalive traffic.
-fn fast() -> ClientConfig {
-    ClientConfig {
-        reconnect: Reconnect {
-            initial_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(100),
-            ..Reconnect::default()
-        },
-        keepalive: None,
-        ..ClientConfig::default()
-    }
-}
 
 /// `fast()` with a name to take.
 fn named(name: &str) -> ClientConfig {

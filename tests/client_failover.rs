@@ -12,22 +12,9 @@ mod support;
 use std::net::{SocketAddr, TcpListener};
 use std::thread;
 use std::time::{Duration, Instant};
-use support::{WAIT, config, events_until, start};
+use support::{WAIT, config, events_until, fast, start};
 use tickcast::client::{Client, ClientConfig, Event, Gap, Reconnect};
 use tickcast::server::{self, ServerHandle};
-
-/// Quick reconnects, no keepalive traffic.
-fn fast() -> ClientConfig {
-    ClientConfig {
-        reconnect: Reconnect {
-            initial_delay: Duration::from_millis(10),
-            max_delay: Duration::from_millis(100),
-            ..Reconnect::default()
-        },
-        keepalive: None,
-        ..ClientConfig::default()
-    }
-}
 
 /// A loopback address nobody listens on: connecting is refused at once.
 fn dead_addr() -> SocketAddr {

@@ -510,3 +510,18 @@ pub fn events_until(
         }
     }
 }
+
+/// A library client's settings for tests: quick reconnects, no keepalive
+/// traffic.
+pub fn fast() -> tickcast::client::ClientConfig {
+    use tickcast::client::{ClientConfig, Reconnect};
+    ClientConfig {
+        reconnect: Reconnect {
+            initial_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(100),
+            ..Reconnect::default()
+        },
+        keepalive: None,
+        ..ClientConfig::default()
+    }
+}

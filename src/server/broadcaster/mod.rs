@@ -167,6 +167,19 @@ pub(crate) struct Replay {
     pub last: u64,
 }
 
+impl Member {
+    /// A member sent every event from `from_seq` on.
+    fn new(conn: Arc<Conn>, name: String, from_seq: u64) -> Self {
+        Member {
+            conn,
+            name,
+            mirror: None,
+            from_seq,
+            leaving: None,
+        }
+    }
+}
+
 /// What a mirror is of.
 #[derive(Debug, Clone, Copy)]
 struct Mirror {
@@ -435,14 +448,8 @@ impl Broadcaster {
             id: conn.id,
             name: name.clone(),
         });
-        let member = Member {
-            conn: Arc::clone(&conn),
-            name,
-            mirror: None,
-            from_seq: seq,
-            leaving: None,
-        };
-        self.members.insert(conn.id, member);
+        self.members
+            .insert(conn.id, Member::new(Arc::clone(&conn), name, seq));
         if let Some(start) = stream {
             self.start_stream(&conn, start);
         }
@@ -466,11 +473,8 @@ impl Broadcaster {
             return self.shared.drop_client(&conn, e.reason());
         }
         let member = Member {
-            conn: Arc::clone(&conn),
-            name,
             mirror: Some(Mirror { of }),
-            from_seq: self.history.newest() + 1,
-            leaving: None,
+            ..Member::new(Arc::clone(&conn), name, self.history.newest() + 1)
         };
         self.members.insert(conn.id, member);
         drop(made);

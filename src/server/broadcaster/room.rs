@@ -62,13 +62,7 @@ impl Broadcaster {
     pub(super) fn propose(&mut self, msg: Inbox) {
         match msg {
             Inbox::Join { conn, name, stream } => {
-                let member = Member {
-                    conn: Arc::clone(&conn),
-                    name,
-                    mirror: None,
-                    from_seq: NOT_YET,
-                    leaving: None,
-                };
+                let member = Member::new(Arc::clone(&conn), name, NOT_YET);
                 self.members.insert(conn.id, member);
                 self.room().propose(Op::Join {
                     conn: Arc::clone(&conn),
