@@ -396,16 +396,11 @@ fn single(n: u64) -> [(String, u64); 1] {
 pub fn render_metrics(snapshot: &Snapshot, counters: &Counters) -> String {
     let mut out = String::with_capacity(4096);
     let o = &mut out;
-    let _ = writeln!(
+    info(
         o,
-        "# HELP tickcast_info This server: its version and EPOCH."
-    );
-    let _ = writeln!(o, "# TYPE tickcast_info gauge");
-    let _ = writeln!(
-        o,
-        "tickcast_info{{version=\"{}\",epoch=\"{}\"}} 1",
-        escape_label(&snapshot.version),
-        escape_label(&snapshot.epoch)
+        "tickcast_info",
+        "This server: its version and EPOCH.",
+        &[("version", &snapshot.version), ("epoch", &snapshot.epoch)],
     );
     if let Some(cluster) = &snapshot.cluster {
         cluster_metrics(o, cluster);
@@ -511,18 +506,24 @@ pub fn render_metrics(snapshot: &Snapshot, counters: &Counters) -> String {
     out
 }
 
+/// An "info" gauge: one sample, always 1, whose labels carry the facts.
+fn info(o: &mut String, name: &str, help: &str, labels: &[(&str, &str)]) {
+    let _ = writeln!(o, "# HELP {name} {help}");
+    let _ = writeln!(o, "# TYPE {name} gauge");
+    let labels: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", escape_label(v)))
+        .collect();
+    let _ = writeln!(o, "{name}{{{}}} 1", labels.join(","));
+}
+
 /// A cluster node's own figures.
 fn cluster_metrics(o: &mut String, cluster: &ClusterStats) {
-    let _ = writeln!(
+    info(
         o,
-        "# HELP tickcast_cluster_node This node of a cluster room."
-    );
-    let _ = writeln!(o, "# TYPE tickcast_cluster_node gauge");
-    let _ = writeln!(
-        o,
-        "tickcast_cluster_node{{node=\"{}\",room=\"{}\"}} 1",
-        escape_label(&cluster.node),
-        escape_label(&cluster.room)
+        "tickcast_cluster_node",
+        "This node of a cluster room.",
+        &[("node", &cluster.node), ("room", &cluster.room)],
     );
     family(
         o,

@@ -174,16 +174,7 @@ impl Registry {
     /// Lists a connection under its guest name (it has joined). Returns the
     /// name, or `None` if the connection is already closed (or a mirror).
     pub(crate) fn list(&self, id: ClientId) -> Option<String> {
-        let mut inner = self.inner.lock();
-        let entry = inner.conns.get_mut(&id)?;
-        if entry.conn.reason().is_some() || entry.standing != Standing::Unlisted {
-            return None;
-        }
-        entry.standing = Standing::Listed;
-        let name = entry.name.clone();
-        // Guest names are reserved, so this never collides.
-        inner.names.insert(name.to_ascii_lowercase(), id);
-        Some(name)
+        self.list_greeting(id, false)
     }
 
     /// Lists a connection whose greeting is about to be queued. The
@@ -191,10 +182,21 @@ impl Registry {
     /// (or `OK auth`), and nothing before its `WELCOME`: so it is listed
     /// first, and no `DM` finds it until [`Registry::greeted`].
     pub(crate) fn list_before_greeting(&self, id: ClientId) -> Option<String> {
-        let name = self.list(id)?;
-        if let Some(entry) = self.inner.lock().conns.get_mut(&id) {
-            entry.greeting = true;
+        self.list_greeting(id, true)
+    }
+
+    /// Lists a connection; with `greeting`, no `DM` finds it yet.
+    fn list_greeting(&self, id: ClientId, greeting: bool) -> Option<String> {
+        let mut inner = self.inner.lock();
+        let entry = inner.conns.get_mut(&id)?;
+        if entry.conn.reason().is_some() || entry.standing != Standing::Unlisted {
+            return None;
         }
+        entry.standing = Standing::Listed;
+        entry.greeting = greeting;
+        let name = entry.name.clone();
+        // Guest names are reserved, so this never collides.
+        inner.names.insert(name.to_ascii_lowercase(), id);
         Some(name)
     }
 
