@@ -377,6 +377,7 @@ fn telnet_chatter_cannot_hold_off_the_welcome() {
     let stream = std::net::TcpStream::connect(server.local_addr()).unwrap();
     stream.set_read_timeout(Some(WAIT)).unwrap();
     let mut writer = stream.try_clone().unwrap();
+    writer.set_write_timeout(Some(WAIT)).unwrap();
     let started = Instant::now();
     let flood = thread::spawn(move || {
         // IAC DO ECHO, again and again, for a second.
@@ -395,9 +396,12 @@ fn telnet_chatter_cannot_hold_off_the_welcome() {
         first.push(byte[0]);
     }
     let took = started.elapsed();
+    // The flood's writes may be blocked by now (the server answers every
+    // request, and this test reads none of it): end them.
+    let _ = stream.shutdown(std::net::Shutdown::Both);
+    flood.join().unwrap();
     assert!(first.starts_with(b"WELCOME "), "{first:?}");
     assert!(took < GRACE_AND_SLACK, "welcomed after {took:?}");
-    flood.join().unwrap();
 }
 
 /// A connection still waiting for its first line when the server shuts
