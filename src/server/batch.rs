@@ -8,6 +8,23 @@
 //! `JOIN`), so the batch is a run of consecutive SEQs that can be sliced
 //! by SEQ.
 //!
+//! # Laid end to end: one piece per write, not one per event
+//!
+//! A `sendmsg` with 137 separate 70-byte pieces costs the kernel more
+//! than one with a single 9.6 KB piece: it copies and checks the whole
+//! list of pieces first (into memory it allocates, past 8 of them), then
+//! copies each piece on its own. So before the first member is written to,
+//! the batch copies its small events once, end to end, into one buffer
+//! ([`Joined`]), and every member gets a slice of that buffer: usually one
+//! piece, whatever the number of events. One copy per batch saves work on
+//! every one of its writes (docs/PERFORMANCE.md has the figures). Large
+//! events (`/send` payloads) are not copied: each stays a piece of its
+//! own.
+//!
+//! A slice is shared, not copied, so a member that cannot take its slice
+//! at once keeps it in its outbox and with it the whole buffer, which is
+//! at most one batch.
+//!
 //! # Once per wire format
 //!
 //! The events are encoded as protocol lines. When some member is an event
@@ -25,6 +42,9 @@ use std::ops::Range;
 const MAX_EVENTS: usize = 256;
 /// The most bytes in one batch (a payload may take it past this once).
 const MAX_BYTES: usize = 4 * 1024 * 1024;
+/// An event this long or longer is not copied into a [`Joined`] buffer:
+/// it is a piece of its own.
+const COPY_AT_MOST: usize = 16 * 1024;
 
 /// Consecutive encoded events, the first with SEQ `first`.
 #[derive(Debug, Default)]
@@ -32,6 +52,9 @@ pub(crate) struct Batch {
     events: Vec<Bytes>,
     /// The same events as SSE, made on first use.
     sse: OnceCell<Vec<Bytes>>,
+    /// The events laid end to end, for each wire format, made on first use.
+    joined: OnceCell<Joined>,
+    joined_sse: OnceCell<Joined>,
     first: u64,
     bytes: usize,
 }
@@ -47,6 +70,8 @@ impl Batch {
         self.events.push(event);
         // A conversion made before this event is out of date.
         self.sse.take();
+        self.joined.take();
+        self.joined_sse.take();
     }
 
     /// How many events it holds.
@@ -72,16 +97,32 @@ impl Batch {
 
     /// The events from SEQ `from` on, in the wire format `wire`: what a
     /// member who joined at `from` gets of this batch (`epoch` names this
-    /// server run in SSE ids).
-    pub(crate) fn since_in(&self, wire: Wire, from: u64, epoch: &str) -> &[Bytes] {
-        let events = match wire {
+    /// server run in SSE ids). They replace what `out` held, as a few
+    /// pieces of the [`Joined`] buffer (usually one).
+    pub(crate) fn since_in(&self, wire: Wire, from: u64, epoch: &str, out: &mut Vec<Bytes>) {
+        let joined = match wire {
+            Wire::Line => self.joined.get_or_init(|| Joined::new(&self.events)),
+            Wire::Sse => self
+                .joined_sse
+                .get_or_init(|| Joined::new(self.in_wire(wire, epoch))),
+        };
+        joined.pieces(self.range(from, u64::MAX), out);
+    }
+
+    /// Every event in the wire format `wire`, one by one.
+    fn in_wire(&self, wire: Wire, epoch: &str) -> &[Bytes] {
+        match wire {
             Wire::Line => &self.events,
             Wire::Sse => self.sse.get_or_init(|| {
                 let convert = |e: &Bytes| wire.broadcast(e, epoch);
                 self.events.iter().map(convert).collect()
             }),
-        };
-        &events[self.range(from, u64::MAX)]
+        }
+    }
+
+    /// How many of its events a member who joined at `from` gets.
+    pub(crate) fn count_since(&self, from: u64) -> usize {
+        self.range(from, u64::MAX).len()
     }
 
     /// The events with SEQs from `from` up to, not including, `until`.
@@ -94,6 +135,64 @@ impl Batch {
         let index = |seq: u64| seq.saturating_sub(self.first).min(len) as usize;
         let start = index(from);
         start..index(until).max(start)
+    }
+}
+
+/// A batch's events laid end to end (see the module docs): runs of small
+/// events copied into one buffer each, and each large event as it is.
+#[derive(Debug)]
+struct Joined {
+    pieces: Vec<Bytes>,
+    /// For each event, which piece holds it and where in that piece.
+    places: Vec<(usize, Range<usize>)>,
+}
+
+impl Joined {
+    fn new(events: &[Bytes]) -> Self {
+        let mut pieces = Vec::new();
+        let mut places = Vec::with_capacity(events.len());
+        let mut run: Vec<u8> = Vec::new();
+        for event in events {
+            if event.len() < COPY_AT_MOST {
+                let start = run.len();
+                run.extend_from_slice(event);
+                places.push((pieces.len(), start..run.len()));
+                continue;
+            }
+            if !run.is_empty() {
+                pieces.push(Bytes::from(std::mem::take(&mut run)));
+            }
+            places.push((pieces.len(), 0..event.len()));
+            pieces.push(event.clone());
+        }
+        if !run.is_empty() {
+            pieces.push(Bytes::from(run));
+        }
+        Joined { pieces, places }
+    }
+
+    /// The events `events` (indices), as pieces, into `out`.
+    fn pieces(&self, events: Range<usize>, out: &mut Vec<Bytes>) {
+        out.clear();
+        let (Some(first), Some(last)) = (
+            self.places.get(events.start),
+            events.end.checked_sub(1).and_then(|i| self.places.get(i)),
+        ) else {
+            return;
+        };
+        if events.is_empty() {
+            return;
+        }
+        let (from, to) = ((first.0, first.1.start), (last.0, last.1.end));
+        for piece in from.0..=to.0 {
+            let start = if piece == from.0 { from.1 } else { 0 };
+            let end = if piece == to.0 {
+                to.1
+            } else {
+                self.pieces[piece].len()
+            };
+            out.push(self.pieces[piece].slice(start..end));
+        }
     }
 }
 
@@ -143,17 +242,67 @@ mod tests {
         assert!(b.is_full());
     }
 
+    /// What `since_in` gives a member, as pieces and as the bytes they
+    /// add up to.
+    fn written(b: &Batch, wire: Wire, from: u64) -> (usize, String) {
+        let mut out = vec![Bytes::from_static(b"left over")];
+        b.since_in(wire, from, "e", &mut out);
+        let bytes: Vec<u8> = out.iter().flat_map(|p| p.iter().copied()).collect();
+        (out.len(), String::from_utf8(bytes).unwrap())
+    }
+
+    #[test]
+    fn small_events_are_written_as_one_piece() {
+        let b = batch(10, 5);
+        assert_eq!(written(&b, Wire::Line, 1), (1, "1011121314".to_string()));
+        assert_eq!(written(&b, Wire::Line, 13), (1, "1314".to_string()));
+        assert_eq!(written(&b, Wire::Line, 15), (0, String::new()));
+        assert_eq!(b.count_since(13), 2);
+        assert_eq!(b.count_since(1), 5);
+        assert_eq!(b.count_since(99), 0);
+    }
+
+    #[test]
+    fn a_large_event_is_a_piece_of_its_own_and_not_copied() {
+        let mut b = Batch::default();
+        let large = Bytes::from(vec![b'x'; COPY_AT_MOST]);
+        b.push(1, Bytes::from_static(b"a\n"));
+        b.push(2, Bytes::from_static(b"b\n"));
+        b.push(3, large.clone());
+        b.push(4, Bytes::from_static(b"c\n"));
+        let x = "x".repeat(COPY_AT_MOST);
+        assert_eq!(written(&b, Wire::Line, 1), (3, format!("a\nb\n{x}c\n")));
+        assert_eq!(written(&b, Wire::Line, 2), (3, format!("b\n{x}c\n")));
+        assert_eq!(written(&b, Wire::Line, 3), (2, format!("{x}c\n")));
+        assert_eq!(written(&b, Wire::Line, 4), (1, "c\n".to_string()));
+        let mut out = Vec::new();
+        b.since_in(Wire::Line, 3, "e", &mut out);
+        assert_eq!(out[0].as_ptr(), large.as_ptr(), "shared, not copied");
+    }
+
     #[test]
     fn a_stream_gets_the_sse_conversion_made_once() {
         let mut b = Batch::default();
         b.push(4, Bytes::from_static(b"JOIN 4 al\n"));
         b.push(5, Bytes::from_static(b"MSG 5 al hi\n"));
-        b.since_in(Wire::Line, 4, "e");
+        written(&b, Wire::Line, 4);
         assert!(b.sse.get().is_none(), "no stream, no conversion");
-        let sse = b.since_in(Wire::Sse, 5, "e");
-        assert_eq!(sse, [Bytes::from_static(b"id: e:5\ndata: MSG 5 al hi\n\n")]);
-        let again = b.since_in(Wire::Sse, 4, "e");
-        assert!(std::ptr::eq(&again[1], &sse[0]), "converted once, shared");
-        assert_eq!(seqs(b.since_in(Wire::Line, 5, "e")), ["MSG 5 al hi\n"]);
+        let sse = "id: e:5\ndata: MSG 5 al hi\n\n";
+        assert_eq!(written(&b, Wire::Sse, 5), (1, sse.to_string()));
+        let (mut first, mut again) = (Vec::new(), Vec::new());
+        b.since_in(Wire::Sse, 5, "e", &mut first);
+        b.since_in(Wire::Sse, 4, "e", &mut again);
+        assert_eq!(&again[0][again[0].len() - sse.len()..], sse.as_bytes());
+        let end = |p: &Bytes| p.as_ptr().wrapping_add(p.len());
+        assert_eq!(end(&again[0]), end(&first[0]), "converted once, shared");
+        assert_eq!(written(&b, Wire::Line, 5), (1, "MSG 5 al hi\n".to_string()));
+    }
+
+    #[test]
+    fn a_new_event_makes_new_pieces() {
+        let mut b = batch(1, 2);
+        assert_eq!(written(&b, Wire::Line, 1).1, "12");
+        b.push(3, Bytes::from_static(b"3"));
+        assert_eq!(written(&b, Wire::Line, 1).1, "123");
     }
 }

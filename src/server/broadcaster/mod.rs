@@ -707,15 +707,20 @@ impl Broadcaster {
         // Counted once per batch, not once per client, and before anything
         // is written: whoever sees an event finds it counted.
         let epoch = &*self.shared.epoch.get();
-        let events_for = |m: &Member| batch.since_in(m.conn.wire, m.from_seq, epoch);
-        let deliveries: usize = self.members.values().map(|m| events_for(m).len()).sum();
+        let deliveries: usize = self
+            .members
+            .values()
+            .map(|m| batch.count_since(m.from_seq))
+            .sum();
         self.shared.counters.count_deliveries(deliveries as u64);
+        // One list of pieces, refilled for each member.
+        let mut pieces = Vec::new();
         for member in self.members.values() {
-            let events = events_for(member);
-            if events.is_empty() {
+            batch.since_in(member.conn.wire, member.from_seq, epoch, &mut pieces);
+            if pieces.is_empty() {
                 continue;
             }
-            if let Err(e) = member.conn.send(events) {
+            if let Err(e) = member.conn.send(&pieces) {
                 self.shared.drop_client(&member.conn, e.reason());
             }
         }
