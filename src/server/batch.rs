@@ -151,7 +151,8 @@ impl Joined {
     fn new(events: &[Bytes]) -> Self {
         let mut pieces = Vec::new();
         let mut places = Vec::with_capacity(events.len());
-        let mut run: Vec<u8> = Vec::new();
+        let small = events.iter().map(Bytes::len).filter(|&n| n < COPY_AT_MOST);
+        let mut run: Vec<u8> = Vec::with_capacity(small.sum());
         for event in events {
             if event.len() < COPY_AT_MOST {
                 let start = run.len();

@@ -70,7 +70,7 @@ use std::time::SystemTime;
 /// A batch for this many members or more may wait up to [`LINGER`] for
 /// more events, until it holds [`LINGER_EVENTS`] (see
 /// [`Broadcaster::linger`]).
-const LINGER_MEMBERS: usize = 256;
+const LINGER_MEMBERS: usize = 64;
 const LINGER: std::time::Duration = std::time::Duration::from_micros(100);
 const LINGER_EVENTS: usize = 64;
 
@@ -308,10 +308,11 @@ impl Broadcaster {
     /// With many members, waits a moment for more events before writing a
     /// small batch. Each write to a member costs a system call (and wakes
     /// its reader) whatever it carries, so under load fuller batches cost
-    /// less per delivery: at 1,000 subscribers, about 60 ns of CPU per
-    /// delivery instead of 85 (docs/PERFORMANCE.md). Never for an empty
-    /// batch, nor for fewer than [`LINGER_MEMBERS`] members, and never
-    /// longer than [`LINGER`].
+    /// less per delivery (docs/PERFORMANCE.md has the figures: at 10,000
+    /// messages/s to 100 members, a fifth less CPU). The price is at most
+    /// [`LINGER`] of latency, far below what a reader notices. Never for
+    /// an empty batch, nor for fewer than [`LINGER_MEMBERS`] members (a
+    /// write to a few costs little), and never longer than [`LINGER`].
     fn linger(&mut self) {
         if self.members.len() < LINGER_MEMBERS || self.batch.is_empty() {
             return;
@@ -515,7 +516,8 @@ impl Broadcaster {
     /// for the next write.
     fn publish(&mut self, encode: impl FnOnce(u64, &mut Vec<u8>)) -> (u64, Bytes) {
         let seq = self.history.newest() + 1;
-        let mut out = Vec::new();
+        // Room for a usual chat line at once, not grown a few bytes at a time.
+        let mut out = Vec::with_capacity(128);
         encode(seq, &mut out);
         let encoded = Bytes::from(out);
         if let Some(verb) = Verb::of_encoded(&encoded) {
