@@ -67,11 +67,15 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-/// A batch for this many members or more may wait up to [`LINGER`] for
-/// more events, until it holds [`LINGER_EVENTS`] (see
-/// [`Broadcaster::linger`]).
+/// A batch for this many members or more may wait a moment for more
+/// events, until it holds [`LINGER_EVENTS`] (see [`Broadcaster::linger`]):
+/// [`LINGER_PER_MEMBER`] for each member, at most [`LINGER_MAX`]. A write
+/// to one member costs several microseconds (about 4 on loopback here,
+/// docs/PERFORMANCE.md), so the wait is a small part of the writes it
+/// saves.
 const LINGER_MEMBERS: usize = 64;
-const LINGER: std::time::Duration = std::time::Duration::from_micros(100);
+const LINGER_PER_MEMBER: std::time::Duration = std::time::Duration::from_micros(1);
+const LINGER_MAX: std::time::Duration = std::time::Duration::from_millis(1);
 const LINGER_EVENTS: usize = 64;
 
 /// What can be sent to the broadcaster.
@@ -308,16 +312,21 @@ impl Broadcaster {
     /// With many members, waits a moment for more events before writing a
     /// small batch. Each write to a member costs a system call (and wakes
     /// its reader) whatever it carries, so under load fuller batches cost
-    /// less per delivery (docs/PERFORMANCE.md has the figures: at 10,000
-    /// messages/s to 100 members, a fifth less CPU). The price is at most
-    /// [`LINGER`] of latency, far below what a reader notices. Never for
-    /// an empty batch, nor for fewer than [`LINGER_MEMBERS`] members (a
-    /// write to a few costs little), and never longer than [`LINGER`].
+    /// less per delivery. With a fixed 100 µs instead, at 1,000 members half
+    /// the batches held fewer than 16 events (the rest of a burst came a
+    /// little later, its session waiting for a CPU), and each cost a whole
+    /// round of 1,000 writes (docs/PERFORMANCE.md has the figures). The price is at most
+    /// 1 µs per member of latency: 0.1 ms at 100 members, when writing to
+    /// them all takes about 0.4 ms. Never for an empty batch, nor for fewer
+    /// than [`LINGER_MEMBERS`] members (writing to a few costs little).
     fn linger(&mut self) {
-        if self.members.len() < LINGER_MEMBERS || self.batch.is_empty() {
+        let members = self.members.len();
+        if members < LINGER_MEMBERS || self.batch.is_empty() {
             return;
         }
-        let until = crossbeam_channel::at(std::time::Instant::now() + LINGER);
+        let per_member = u32::try_from(members).unwrap_or(u32::MAX);
+        let wait = LINGER_PER_MEMBER.saturating_mul(per_member).min(LINGER_MAX);
+        let until = crossbeam_channel::at(std::time::Instant::now() + wait);
         while self.batch.len() < LINGER_EVENTS {
             select! {
                 recv(self.lanes.inbox) -> msg => match msg {
