@@ -10,20 +10,24 @@
 //!
 //! # Laid end to end: one piece per write, not one per event
 //!
-//! A `sendmsg` with 137 separate 70-byte pieces costs the kernel more
-//! than one with a single 9.6 KB piece: it copies and checks the whole
+//! A `sendmsg` with 127 separate 75-byte pieces costs the kernel more
+//! than one with a single 9.5 KB piece: it copies and checks the whole
 //! list of pieces first (into memory it allocates, past 8 of them), then
 //! copies each piece on its own. So before the first member is written to,
 //! the batch copies its small events once, end to end, into one buffer
 //! ([`Joined`]), and every member gets a slice of that buffer: usually one
 //! piece, whatever the number of events. One copy per batch saves work on
-//! every one of its writes (docs/PERFORMANCE.md has the figures). Large
-//! events (`/send` payloads) are not copied: each stays a piece of its
-//! own.
+//! every one of its writes (docs/PERFORMANCE.md has the figures). Events
+//! of 1 KiB or more (long lines, `/send` payloads) are not copied: each
+//! stays a piece of its own.
 //!
-//! A slice is shared, not copied, so a member that cannot take its slice
-//! at once keeps it in its outbox and with it the whole buffer, which is
-//! at most one batch.
+//! Those copies cost memory only while some member's outbox still holds
+//! a slice of them: a member that cannot take its slice at once keeps it
+//! (shared, not copied), and with it the whole buffer. A member behind by
+//! a span of batches has every one of them whole in its outbox, from its
+//! first on, so the buffers alive hold at most what the member furthest
+//! behind has unsent (`--max-pending` at most) plus one buffer, 256 KiB,
+//! per wire format, however many members are behind.
 //!
 //! # Once per wire format
 //!
@@ -43,8 +47,9 @@ const MAX_EVENTS: usize = 256;
 /// The most bytes in one batch (a payload may take it past this once).
 const MAX_BYTES: usize = 4 * 1024 * 1024;
 /// An event this long or longer is not copied into a [`Joined`] buffer:
-/// it is a piece of its own.
-const COPY_AT_MOST: usize = 16 * 1024;
+/// it is a piece of its own. So a buffer holds at most [`MAX_EVENTS`]
+/// events under 1 KiB: 256 KiB (see "Laid end to end" above).
+const COPY_AT_MOST: usize = 1024;
 
 /// Consecutive encoded events, the first with SEQ `first`.
 #[derive(Debug, Default)]
@@ -297,6 +302,26 @@ mod tests {
         let end = |p: &Bytes| p.as_ptr().wrapping_add(p.len());
         assert_eq!(end(&again[0]), end(&first[0]), "converted once, shared");
         assert_eq!(written(&b, Wire::Line, 5), (1, "MSG 5 al hi\n".to_string()));
+    }
+
+    #[test]
+    fn a_copied_buffer_holds_at_most_256_kib() {
+        let mut b = Batch::default();
+        let (small, large) = (vec![b's'; COPY_AT_MOST - 1], vec![b'l'; COPY_AT_MOST]);
+        let mut seq = 1;
+        while !b.is_full() {
+            let event = if seq % 3 == 0 { &large } else { &small };
+            b.push(seq, Bytes::from(event.clone()));
+            seq += 1;
+        }
+        let mut out = Vec::new();
+        b.since_in(Wire::Line, 1, "e", &mut out);
+        let copied: Vec<&Bytes> = out.iter().filter(|p| p[0] == b's').collect();
+        assert!(copied.len() > 1, "split by the large events");
+        let copied_bytes: usize = copied.iter().map(|p| p.len()).sum();
+        assert!(copied_bytes <= 256 * 1024, "{copied_bytes}");
+        let total: usize = out.iter().map(Bytes::len).sum();
+        assert_eq!(total, b.bytes, "every byte once");
     }
 
     #[test]
