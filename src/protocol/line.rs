@@ -12,7 +12,6 @@
 
 use super::{ErrorCode, Reason, format_time, parse_digits, parse_time};
 use std::fmt;
-use std::io::Write;
 use std::time::SystemTime;
 
 /// One server line. Variants with a `seq` are *broadcast events*: every
@@ -166,8 +165,8 @@ impl<'a> ServerLine<'a> {
     /// only the header: the caller appends the payload and its LF, or uses
     /// [`encode_data`].)
     pub fn encode(&self, out: &mut Vec<u8>) {
-        // Writing into a Vec cannot fail.
-        let _ = match self {
+        let mut line = Words(out);
+        match self {
             ServerLine::Welcome {
                 id,
                 name,
@@ -175,31 +174,44 @@ impl<'a> ServerLine<'a> {
                 key,
                 epoch,
                 text,
-            } => write!(
-                out,
-                "WELCOME {id} {name} {} {key} {epoch}{}",
-                format_time(*time),
-                Text(text)
-            ),
-            ServerLine::Msg { seq, from, text } => write!(out, "MSG {seq} {from}{}", Text(text)),
-            ServerLine::Data { seq, from, len } => write!(out, "DATA {seq} {from} {len}"),
-            ServerLine::Dm { from, text } => write!(out, "DM {from}{}", Text(text)),
-            ServerLine::Join { seq, name } => write!(out, "JOIN {seq} {name}"),
-            ServerLine::Nick { seq, old, new } => write!(out, "NICK {seq} {old} {new}"),
-            ServerLine::Leave { seq, name, reason } => write!(out, "LEAVE {seq} {name} {reason}"),
+            } => line
+                .verb("WELCOME")
+                .number(*id)
+                .word(name)
+                .word(&format_time(*time))
+                .word(key)
+                .word(epoch)
+                .text(text),
+            ServerLine::Msg { seq, from, text } => {
+                line.verb("MSG").number(*seq).word(from).text(text)
+            }
+            ServerLine::Data { seq, from, len } => {
+                line.verb("DATA").number(*seq).word(from).number(*len)
+            }
+            ServerLine::Dm { from, text } => line.verb("DM").word(from).text(text),
+            ServerLine::Join { seq, name } => line.verb("JOIN").number(*seq).word(name),
+            ServerLine::Nick { seq, old, new } => {
+                line.verb("NICK").number(*seq).word(old).word(new)
+            }
+            ServerLine::Leave { seq, name, reason } => line
+                .verb("LEAVE")
+                .number(*seq)
+                .word(name)
+                .word(reason.as_str()),
             ServerLine::Tick { seq, time, text } => {
-                write!(out, "TICK {seq} {}{}", format_time(*time), Text(text))
+                let time = format_time(*time);
+                line.verb("TICK").number(*seq).word(&time).text(text)
             }
             ServerLine::Users { names } => {
-                let _ = write!(out, "USERS {}", names.len());
-                names.iter().try_for_each(|n| write!(out, " {n}"))
+                line.verb("USERS").number(names.len() as u64);
+                names.iter().fold(&mut line, |line, name| line.word(name))
             }
-            ServerLine::Ping(token) => write!(out, "PING{}", Text(token)),
-            ServerLine::Pong(token) => write!(out, "PONG{}", Text(token)),
-            ServerLine::Help(text) => write!(out, "HELP{}", Text(text)),
-            ServerLine::Ok { what, detail } => write!(out, "OK {what}{}", Text(detail)),
-            ServerLine::Err { code, text } => write!(out, "ERR {code}{}", Text(text)),
-            ServerLine::Bye(reason) => write!(out, "BYE {reason}"),
+            ServerLine::Ping(token) => line.verb("PING").text(token),
+            ServerLine::Pong(token) => line.verb("PONG").text(token),
+            ServerLine::Help(text) => line.verb("HELP").text(text),
+            ServerLine::Ok { what, detail } => line.verb("OK").word(what).text(detail),
+            ServerLine::Err { code, text } => line.verb("ERR").word(code.as_str()).text(text),
+            ServerLine::Bye(reason) => line.verb("BYE").word(reason.as_str()),
         };
         out.push(b'\n');
     }
@@ -333,16 +345,50 @@ pub fn encode_data(seq: u64, from: &str, payload: &[u8], out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
-/// Displays a trailing free-text field: a space and the text, or nothing.
-struct Text<'a>(&'a str);
+/// Appends a line word by word. Plain byte copies, not `write!`: encoding
+/// runs for every event on the broadcaster's hot path, and at every
+/// session's greeting, whose stack the formatting machinery would deepen
+/// (each page of stack a session touches stays in its memory).
+struct Words<'o>(&'o mut Vec<u8>);
 
-impl fmt::Display for Text<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.0.is_empty() {
-            Ok(())
-        } else {
-            write!(f, " {}", self.0)
+impl Words<'_> {
+    /// The verb, first.
+    fn verb(&mut self, verb: &str) -> &mut Self {
+        self.0.extend_from_slice(verb.as_bytes());
+        self
+    }
+
+    /// A space, then a word.
+    fn word(&mut self, word: &str) -> &mut Self {
+        self.0.push(b' ');
+        self.0.extend_from_slice(word.as_bytes());
+        self
+    }
+
+    /// A space, then a number in decimal.
+    fn number(&mut self, n: u64) -> &mut Self {
+        let mut digits = [0u8; 20];
+        let mut start = digits.len();
+        let mut rest = n;
+        loop {
+            start -= 1;
+            digits[start] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
         }
+        self.0.push(b' ');
+        self.0.extend_from_slice(&digits[start..]);
+        self
+    }
+
+    /// A trailing free-text field: a space and the text, or nothing.
+    fn text(&mut self, text: &str) -> &mut Self {
+        if !text.is_empty() {
+            self.word(text);
+        }
+        self
     }
 }
 
