@@ -261,6 +261,14 @@ fn fake_server(fault: Fault) -> SocketAddr {
                 let mut held: Option<String> = None;
                 for line in BufReader::new(stream).lines() {
                     let Ok(text) = line else { return };
+                    if text.starts_with("/ping") {
+                        // A command, not a chat line: answered to its sender.
+                        let mut clients = clients.lock().unwrap();
+                        if let Some((_, out)) = clients.iter_mut().find(|(to, _)| *to == id) {
+                            let _ = out.write_all(b"PONG\n");
+                        }
+                        continue;
+                    }
                     let mut seq = seq.lock().unwrap();
                     *seq += 1;
                     let msg = format!("MSG {} guest-{id} {text}\n", *seq);

@@ -119,10 +119,14 @@ pub struct Dialect {
 }
 
 impl Dialect {
-    /// What a new subscriber sends first.
+    /// What a new subscriber sends first. A tickcast server without a
+    /// token greets a connection when its first line arrives, or 100 ms
+    /// after it connected if it says nothing (to tell a `/mirror` from a
+    /// client): a `/ping` is greeted at once, as the client library's
+    /// links are. Its `PONG` is ignored.
     pub fn subscriber_hello(&self) -> Vec<u8> {
         match self.peer {
-            Peer::Tickcast => Vec::new(),
+            Peer::Tickcast => b"/ping\n".to_vec(),
             Peer::Nats => format!("{NATS_CONNECT}SUB {} 1\r\nPING\r\n", self.subject).into_bytes(),
             Peer::Redis => format!("SUBSCRIBE {}\r\n", self.subject).into_bytes(),
         }
@@ -132,7 +136,7 @@ impl Dialect {
     /// [`Heard::Ready`] or [`Heard::Welcome`]).
     pub fn publisher_hello(&self) -> Vec<u8> {
         match self.peer {
-            Peer::Tickcast => Vec::new(),
+            Peer::Tickcast => b"/ping\n".to_vec(),
             Peer::Nats => format!("{NATS_CONNECT}PING\r\n").into_bytes(),
             Peer::Redis => b"PING\r\n".to_vec(),
         }
