@@ -18,15 +18,15 @@
 //! ([`Joined`]), and every member gets a slice of that buffer: usually one
 //! piece, whatever the number of events. One copy per batch saves work on
 //! every one of its writes (docs/PERFORMANCE.md has the figures). Events
-//! of 1 KiB or more (long lines, `/send` payloads) are not copied: each
-//! stays a piece of its own.
+//! of 8 KiB or more (large `/send` payloads) are not copied: each stays a
+//! piece of its own.
 //!
 //! Those copies cost memory only while some member's outbox still holds
 //! a slice of them: a member that cannot take its slice at once keeps it
 //! (shared, not copied), and with it the whole buffer. A member behind by
 //! a span of batches has every one of them whole in its outbox, from its
 //! first on, so the buffers alive hold at most what the member furthest
-//! behind has unsent (`--max-pending` at most) plus one buffer, 256 KiB,
+//! behind has unsent (`--max-pending` at most) plus one buffer, 2 MiB,
 //! per wire format, however many members are behind.
 //!
 //! # Once per wire format
@@ -47,9 +47,10 @@ const MAX_EVENTS: usize = 256;
 /// The most bytes in one batch (a payload may take it past this once).
 const MAX_BYTES: usize = 4 * 1024 * 1024;
 /// An event this long or longer is not copied into a [`Joined`] buffer:
-/// it is a piece of its own. So a buffer holds at most [`MAX_EVENTS`]
-/// events under 1 KiB: 256 KiB (see "Laid end to end" above).
-const COPY_AT_MOST: usize = 1024;
+/// it is a piece of its own. Every chat line at the default `--max-line`
+/// (4 KiB) is copied, and a buffer holds at most [`MAX_EVENTS`] events
+/// under 8 KiB: 2 MiB (see "Laid end to end" above).
+const COPY_AT_MOST: usize = 8 * 1024;
 
 /// Consecutive encoded events, the first with SEQ `first`.
 #[derive(Debug, Default)]
@@ -305,7 +306,7 @@ mod tests {
     }
 
     #[test]
-    fn a_copied_buffer_holds_at_most_256_kib() {
+    fn a_copied_buffer_holds_at_most_2_mib() {
         let mut b = Batch::default();
         let (small, large) = (vec![b's'; COPY_AT_MOST - 1], vec![b'l'; COPY_AT_MOST]);
         let mut seq = 1;
@@ -319,7 +320,7 @@ mod tests {
         let copied: Vec<&Bytes> = out.iter().filter(|p| p[0] == b's').collect();
         assert!(copied.len() > 1, "split by the large events");
         let copied_bytes: usize = copied.iter().map(|p| p.len()).sum();
-        assert!(copied_bytes <= 256 * 1024, "{copied_bytes}");
+        assert!(copied_bytes <= 2 * 1024 * 1024, "{copied_bytes}");
         let total: usize = out.iter().map(Bytes::len).sum();
         assert_eq!(total, b.bytes, "every byte once");
     }
