@@ -204,7 +204,10 @@ impl<'a> ServerLine<'a> {
             }
             ServerLine::Users { names } => {
                 line.verb("USERS").number(names.len() as u64);
-                names.iter().fold(&mut line, |line, name| line.word(name))
+                for name in names {
+                    line.word(name);
+                }
+                &mut line
             }
             ServerLine::Ping(token) => line.verb("PING").text(token),
             ServerLine::Pong(token) => line.verb("PONG").text(token),
@@ -347,8 +350,9 @@ pub fn encode_data(seq: u64, from: &str, payload: &[u8], out: &mut Vec<u8>) {
 
 /// Appends a line word by word. Plain byte copies, not `write!`: encoding
 /// runs for every event on the broadcaster's hot path, and at every
-/// session's greeting, whose stack the formatting machinery would deepen
-/// (each page of stack a session touches stays in its memory).
+/// session's greeting, whose stack `write!`'s machinery made one page
+/// deeper (each page of stack a session touches stays in its memory; the
+/// greeting's time is still written by chrono, which goes less deep).
 struct Words<'o>(&'o mut Vec<u8>);
 
 impl Words<'_> {

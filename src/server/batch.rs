@@ -21,13 +21,19 @@
 //! of 8 KiB or more (large `/send` payloads) are not copied: each stays a
 //! piece of its own.
 //!
-//! Those copies cost memory only while some member's outbox still holds
-//! a slice of them: a member that cannot take its slice at once keeps it
-//! (shared, not copied), and with it the whole buffer. A member behind by
-//! a span of batches has every one of them whole in its outbox, from its
-//! first on, so the buffers alive hold at most what the member furthest
-//! behind has unsent (`--max-pending` at most) plus one buffer, 2 MiB,
-//! per wire format, however many members are behind.
+//! Those copies cost memory only while some outbox still holds a slice
+//! of them: a client that cannot take its slice at once keeps it (shared,
+//! not copied), and with it the whole buffer. So a client's outbox keeps
+//! at most its unsent bytes plus one partly written buffer (2 MiB at
+//! most). Buffers are shared: a member behind by a span of batches has
+//! every one of them whole in its outbox, so while everyone is a member
+//! the buffers alive hold at most what the member furthest behind has
+//! unsent (`--max-pending`) plus one buffer, per wire format, however many
+//! members are behind. A connection being sent off (its `BYE` queued) is
+//! no longer a member: it keeps what it holds, its own unsent bytes plus
+//! one buffer, until they are written or `--write-timeout-ms` passes.
+//! (Before the copies, such an outbox kept each of its events, in an
+//! allocation of its own.)
 //!
 //! # Once per wire format
 //!
@@ -46,11 +52,11 @@ use std::ops::Range;
 const MAX_EVENTS: usize = 256;
 /// The most bytes in one batch (a payload may take it past this once).
 const MAX_BYTES: usize = 4 * 1024 * 1024;
-/// An event this long or longer is not copied into a [`Joined`] buffer:
-/// it is a piece of its own. Every chat line at the default `--max-line`
-/// (4 KiB) is copied, and a buffer holds at most [`MAX_EVENTS`] events
-/// under 8 KiB: 2 MiB (see "Laid end to end" above).
-const COPY_AT_MOST: usize = 8 * 1024;
+/// An event this long or longer is *large*: not copied into a [`Joined`]
+/// buffer but a piece of its own. Every chat line at the default
+/// `--max-line` (4 KiB) is smaller, and a buffer holds at most
+/// [`MAX_EVENTS`] events under 8 KiB: 2 MiB (see "Laid end to end").
+const LARGE_EVENT: usize = 8 * 1024;
 
 /// Consecutive encoded events, the first with SEQ `first`.
 #[derive(Debug, Default)]
@@ -144,57 +150,86 @@ impl Batch {
     }
 }
 
-/// A batch's events laid end to end (see the module docs): runs of small
-/// events copied into one buffer each, and each large event as it is.
+/// A batch's events laid end to end (see the module docs): each run of
+/// small events copied into a buffer of its own, each large event as it is.
 #[derive(Debug)]
 struct Joined {
     pieces: Vec<Bytes>,
-    /// For each event, which piece holds it and where in that piece.
-    places: Vec<(usize, Range<usize>)>,
+    /// Where each event is, in the order of the batch.
+    places: Vec<Place>,
+}
+
+/// Where one event of a [`Joined`] is.
+#[derive(Debug)]
+struct Place {
+    /// Which piece holds it.
+    piece: usize,
+    /// Its bytes in that piece.
+    bytes: Range<usize>,
 }
 
 impl Joined {
     fn new(events: &[Bytes]) -> Self {
-        let mut pieces = Vec::new();
-        let mut places = Vec::with_capacity(events.len());
-        let small = events.iter().map(Bytes::len).filter(|&n| n < COPY_AT_MOST);
-        let mut run: Vec<u8> = Vec::with_capacity(small.sum());
-        for event in events {
-            if event.len() < COPY_AT_MOST {
-                let start = run.len();
-                run.extend_from_slice(event);
-                places.push((pieces.len(), start..run.len()));
-                continue;
+        let mut joined = Joined {
+            pieces: Vec::new(),
+            places: Vec::with_capacity(events.len()),
+        };
+        let mut rest = events;
+        while !rest.is_empty() {
+            // The run of small events up to the next large one.
+            let small = rest.iter().take_while(|e| e.len() < LARGE_EVENT).count();
+            let (run, after) = rest.split_at(small.max(1));
+            if let [event] = run {
+                // A large event, or a run of one: nothing to gain by copying.
+                joined.add(event.clone(), std::iter::once(0..event.len()));
+            } else {
+                // One buffer of exactly the run's size: it is kept whole
+                // while any slice of it waits in an outbox.
+                let mut buffer = Vec::with_capacity(run.iter().map(Bytes::len).sum());
+                let mut places = Vec::with_capacity(run.len());
+                for event in run {
+                    let start = buffer.len();
+                    buffer.extend_from_slice(event);
+                    places.push(start..buffer.len());
+                }
+                joined.add(Bytes::from(buffer), places);
             }
-            if !run.is_empty() {
-                pieces.push(Bytes::from(std::mem::take(&mut run)));
-            }
-            places.push((pieces.len(), 0..event.len()));
-            pieces.push(event.clone());
+            rest = after;
         }
-        if !run.is_empty() {
-            pieces.push(Bytes::from(run));
-        }
-        Joined { pieces, places }
+        joined
+    }
+
+    /// Adds a piece holding the events at `places` in it.
+    fn add(&mut self, piece: Bytes, places: impl IntoIterator<Item = Range<usize>>) {
+        let index = self.pieces.len();
+        let places = places.into_iter().map(|bytes| Place {
+            piece: index,
+            bytes,
+        });
+        self.places.extend(places);
+        self.pieces.push(piece);
     }
 
     /// The events `events` (indices), as pieces, into `out`.
     fn pieces(&self, events: Range<usize>, out: &mut Vec<Bytes>) {
         out.clear();
-        let (Some(first), Some(last)) = (
-            self.places.get(events.start),
-            events.end.checked_sub(1).and_then(|i| self.places.get(i)),
-        ) else {
-            return;
-        };
         if events.is_empty() {
             return;
         }
-        let (from, to) = ((first.0, first.1.start), (last.0, last.1.end));
-        for piece in from.0..=to.0 {
-            let start = if piece == from.0 { from.1 } else { 0 };
-            let end = if piece == to.0 {
-                to.1
+        let (Some(first), Some(last)) = (
+            self.places.get(events.start),
+            self.places.get(events.end - 1),
+        ) else {
+            return;
+        };
+        for piece in first.piece..=last.piece {
+            let start = if piece == first.piece {
+                first.bytes.start
+            } else {
+                0
+            };
+            let end = if piece == last.piece {
+                last.bytes.end
             } else {
                 self.pieces[piece].len()
             };
@@ -272,12 +307,12 @@ mod tests {
     #[test]
     fn a_large_event_is_a_piece_of_its_own_and_not_copied() {
         let mut b = Batch::default();
-        let large = Bytes::from(vec![b'x'; COPY_AT_MOST]);
+        let large = Bytes::from(vec![b'x'; LARGE_EVENT]);
         b.push(1, Bytes::from_static(b"a\n"));
         b.push(2, Bytes::from_static(b"b\n"));
         b.push(3, large.clone());
         b.push(4, Bytes::from_static(b"c\n"));
-        let x = "x".repeat(COPY_AT_MOST);
+        let x = "x".repeat(LARGE_EVENT);
         assert_eq!(written(&b, Wire::Line, 1), (3, format!("a\nb\n{x}c\n")));
         assert_eq!(written(&b, Wire::Line, 2), (3, format!("b\n{x}c\n")));
         assert_eq!(written(&b, Wire::Line, 3), (2, format!("{x}c\n")));
@@ -308,7 +343,7 @@ mod tests {
     #[test]
     fn a_copied_buffer_holds_at_most_2_mib() {
         let mut b = Batch::default();
-        let (small, large) = (vec![b's'; COPY_AT_MOST - 1], vec![b'l'; COPY_AT_MOST]);
+        let (small, large) = (vec![b's'; LARGE_EVENT - 1], vec![b'l'; LARGE_EVENT]);
         let mut seq = 1;
         while !b.is_full() {
             let event = if seq % 3 == 0 { &large } else { &small };
@@ -331,5 +366,63 @@ mod tests {
         assert_eq!(written(&b, Wire::Line, 1).1, "12");
         b.push(3, Bytes::from_static(b"3"));
         assert_eq!(written(&b, Wire::Line, 1).1, "123");
+    }
+
+    fn msg(seq: u64, len: usize) -> Bytes {
+        let head = format!("MSG {seq} al ");
+        let pad = len.saturating_sub(head.len() + 1).max(1);
+        Bytes::from(format!("{head}{}\n", "x".repeat(pad)))
+    }
+
+    proptest::proptest! {
+        /// Every member, whatever its `from`, gets exactly the bytes of the
+        /// events from its `from` on, in both wire formats, and no empty
+        /// piece. (From the review of the change that made `Joined`.)
+        #[test]
+        fn since_in_is_the_events_from_the_members_join_on(
+            lens in proptest::collection::vec(
+                proptest::prop_oneof![4 => 10usize..200, 1 => 8000usize..8400], 0..40),
+            first in 1u64..5,
+            offset in 0u64..45,
+        ) {
+            let mut b = Batch::default();
+            for (i, &len) in lens.iter().enumerate() {
+                b.push(first + i as u64, msg(first + i as u64, len));
+            }
+            let from = first.saturating_sub(1) + offset;
+            for wire in [Wire::Line, Wire::Sse] {
+                let expect: Vec<u8> = b.in_wire(wire, "e")[b.range(from, u64::MAX)]
+                    .iter().flat_map(|e| e.iter().copied()).collect();
+                let mut out = vec![Bytes::from_static(b"left over")];
+                b.since_in(wire, from, "e", &mut out);
+                let got: Vec<u8> = out.iter().flat_map(|e| e.iter().copied()).collect();
+                proptest::prop_assert_eq!(&got, &expect);
+                proptest::prop_assert!(out.iter().all(|p| !p.is_empty()), "no empty piece");
+            }
+        }
+    }
+
+    /// A copied buffer's allocation, not only its length: each run of
+    /// small events has a buffer of its own size (the first one used to
+    /// reserve room for every small event of the batch).
+    #[test]
+    fn each_run_is_copied_into_a_buffer_of_its_own_size() {
+        let mut b = Batch::default();
+        b.push(1, msg(1, LARGE_EVENT - 1));
+        b.push(2, msg(2, 100));
+        b.push(3, msg(3, LARGE_EVENT)); // large: ends the first run
+        let mut seq = 4;
+        while !b.is_full() {
+            b.push(seq, msg(seq, LARGE_EVENT - 1));
+            seq += 1;
+        }
+        let mut out = Vec::new();
+        b.since_in(Wire::Line, 1, "e", &mut out);
+        let first_run = out.swap_remove(0);
+        let len = first_run.len();
+        assert_eq!(len, LARGE_EVENT - 1 + 100);
+        drop((b, out));
+        let capacity = first_run.try_into_mut().expect("unique").capacity();
+        assert!(capacity < 2 * len, "{len} bytes keep {capacity} allocated");
     }
 }

@@ -8,9 +8,9 @@
 //! in the background, a program that stopped reading), every other client
 //! would wait with it. So nobody ever waits on a socket: a write hands the
 //! kernel what fits *now* (`MSG_DONTWAIT`), and whatever does not fit stays
-//! here, in the client's own queue, as shared [`Bytes`] (the same buffers
-//! as the history's: queueing an event for a thousand slow clients copies
-//! nothing). The flusher thread (see `flusher`) writes the rest as the
+//! here, in the client's own queue, as shared [`Bytes`] (slices of the
+//! batch's buffer that every member was written from, see `batch`:
+//! queueing an event for a thousand slow clients copies nothing). The flusher thread (see `flusher`) writes the rest as the
 //! socket drains.
 //!
 //! Every write to a client, from any thread, goes through its outbox, in

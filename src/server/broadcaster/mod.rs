@@ -35,12 +35,12 @@
 //! # One encoding, one write per client, no waiting
 //!
 //! Each event is encoded once into [`Bytes`] (shared, not copied, between
-//! the batch, the history and the outboxes of slow clients). After
-//! handling one message the thread takes whatever else is already
-//! waiting (see `batch`), so under load a batch holds many events, and
-//! every member gets all of them in one vectored write, starting at the
-//! first event it is entitled to: a member sees every event from its own
-//! `JOIN` on. That write never waits: what a member's socket does not take
+//! the batch and the history). After handling one message the thread
+//! takes whatever else is already waiting (see `batch`), so under load a
+//! batch holds many events, laid end to end once per batch, and every
+//! member gets all of them in one write (usually of one piece), starting
+//! at the first event it is entitled to: a member sees every event from
+//! its own `JOIN` on. That write never waits: what a member's socket does not take
 //! at once waits in its outbox (see `outbox` and `flusher`). A member that
 //! has fallen too far behind is dropped, and its `LEAVE` goes out in the
 //! next batch.
@@ -317,12 +317,12 @@ impl Broadcaster {
     /// With many members, waits a moment for more events before writing a
     /// small batch. Each write to a member costs a system call (and wakes
     /// its reader) whatever it carries, so under load fuller batches cost
-    /// less per delivery. With a fixed 100 µs instead, at 1,000 members half
-    /// the batches held fewer than 16 events (the rest of a burst came a
+    /// less per delivery. With a fixed 100 µs instead, at 1,000 members one
+    /// batch in five held fewer than 16 events (the rest of a burst came a
     /// little later, its session waiting for a CPU), and each cost a whole
-    /// round of 1,000 writes (docs/PERFORMANCE.md has the figures). The price is at most
-    /// 1 µs per member of latency: 0.1 ms at 100 members, when writing to
-    /// them all takes about 0.4 ms. Never for an empty batch, nor for fewer
+    /// round of 1,000 writes (docs/PERFORMANCE.md has the figures). The
+    /// price is 1 µs per member of latency (plus the timer's slack): about
+    /// 0.1 ms at 100 members, when writing to them all takes about 0.4 ms. Never for an empty batch, nor for fewer
     /// than [`LINGER_MEMBERS`] members (writing to a few costs little).
     fn linger(&mut self) {
         let members = self.members.len();
@@ -339,6 +339,10 @@ impl Broadcaster {
                     Err(_) => return,
                 },
                 recv(self.lanes.room) -> event => match event {
+                    Ok(event) => self.heard(event),
+                    Err(_) => return,
+                },
+                recv(self.lanes.room_answers) -> event => match event {
                     Ok(event) => self.heard(event),
                     Err(_) => return,
                 },
