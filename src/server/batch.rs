@@ -3,8 +3,7 @@
 //!
 //! Under load many events arrive at once. Rather than write each one to
 //! every member separately, the broadcaster collects what is waiting
-//! into a batch and gives every member the whole batch in one vectored
-//! write. Each member starts at the first event it is entitled to (its own
+//! into a batch and gives every member the whole batch in one write. Each member starts at the first event it is entitled to (its own
 //! `JOIN`), so the batch is a run of consecutive SEQs that can be sliced
 //! by SEQ.
 //!
@@ -14,9 +13,10 @@
 //! than one with a single 9.5 KB piece: it copies and checks the whole
 //! list of pieces first (into memory it allocates, past 8 of them), then
 //! copies each piece on its own. So before the first member is written to,
-//! the batch copies its small events once, end to end, into one buffer
-//! ([`Joined`]), and every member gets a slice of that buffer: usually one
-//! piece, whatever the number of events. One copy per batch saves work on
+//! the batch copies its small events once, end to end ([`Joined`]: one
+//! buffer for each run of small events, usually the whole batch), and
+//! every member gets a slice of that: usually one piece, whatever the
+//! number of events. One copy per batch saves work on
 //! every one of its writes (docs/PERFORMANCE.md has the figures). Events
 //! of 8 KiB or more (large `/send` payloads) are not copied: each stays a
 //! piece of its own.
