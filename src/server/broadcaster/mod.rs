@@ -714,9 +714,10 @@ impl Broadcaster {
     }
 
     /// Hands the batch to every member, in one write each (usually of one
-    /// piece, see `batch`), from the member's own `JOIN` on. Never waits: what a socket does not take
-    /// now waits in that member's outbox. A member that has fallen too far
-    /// behind is dropped; its `LEAVE` comes back through the departures.
+    /// piece, see `batch`), from the member's own `JOIN` on. Never waits:
+    /// what a socket does not take now waits in that member's outbox. A
+    /// member that has fallen too far behind is dropped; its `LEAVE` comes
+    /// back through the departures.
     fn flush(&mut self) {
         self.close_orphaned_mirrors();
         let batch = std::mem::take(&mut self.batch);
