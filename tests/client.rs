@@ -344,23 +344,7 @@ fn a_server_restart_is_a_gap_not_silence() {
 fn redundant_connections_lose_nothing_when_either_is_cut() {
     let server = start(config());
     let proxy = Proxy::start(server.local_addr());
-    let client = Client::with_config(
-        proxy.addr(),
-        ClientConfig {
-            redundant: true,
-            name: Some("twin".into()),
-            ..fast()
-        },
-    )
-    .unwrap();
-    // Wait until both links are up.
-    let mut connected = 0;
-    let mut events = events_until(&client, |e| {
-        if matches!(e, Event::Connected { .. }) {
-            connected += 1;
-        }
-        connected == 2
-    });
+    let (client, mut events) = twin(proxy.addr());
     const N: usize = 300;
     let producer = produce(server.local_addr(), N);
     let mut received = 0;
@@ -401,20 +385,24 @@ fn connected(client: &Client, n: usize) -> Vec<Event> {
     })
 }
 
+/// A redundant client named `twin` at `addr`, once both its links are up,
+/// and the events it saw until then.
+fn twin(addr: std::net::SocketAddr) -> (Client, Vec<Event>) {
+    let config = ClientConfig {
+        redundant: true,
+        name: Some("twin".into()),
+        ..fast()
+    };
+    let client = Client::with_config(addr, config).unwrap();
+    let events = connected(&client, 2);
+    (client, events)
+}
+
 #[test]
 fn a_redundant_client_appears_once() {
     let server = start(config());
     let mut watcher = joined(server.local_addr());
-    let client = Client::with_config(
-        server.local_addr(),
-        ClientConfig {
-            redundant: true,
-            name: Some("twin".into()),
-            ..fast()
-        },
-    )
-    .unwrap();
-    connected(&client, 2);
+    let (client, _) = twin(server.local_addr());
     // Listed once, counted once: no guest for its second connection.
     watcher.line("/list");
     assert_eq!(watcher.reply(), format!("USERS 2 {} twin", watcher.name()));
@@ -437,16 +425,7 @@ fn a_redundant_clients_links_keep_their_roles_across_reconnects() {
     let server = start(config());
     let proxy = Proxy::start(server.local_addr());
     let mut watcher = joined(server.local_addr());
-    let client = Client::with_config(
-        proxy.addr(),
-        ClientConfig {
-            redundant: true,
-            name: Some("twin".into()),
-            ..fast()
-        },
-    )
-    .unwrap();
-    connected(&client, 2);
+    let (client, _) = twin(proxy.addr());
     let listed = |watcher: &mut Raw| {
         watcher.line("/list");
         watcher.reply()
