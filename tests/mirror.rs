@@ -48,6 +48,14 @@ fn names(a: &mut Raw) -> Vec<String> {
     users.split(' ').skip(2).map(str::to_string).collect()
 }
 
+/// The contract's sentence, as `watcher` sees it: `name` is listed, and
+/// its `JOIN` is the next event.
+fn assert_listed_and_joined(watcher: &mut Raw, name: &str) {
+    assert!(names(watcher).iter().any(|n| n == name), "{name}");
+    let join = watcher.event();
+    assert_eq!(join.line, format!("JOIN {} {name}", join.seq()));
+}
+
 /// Waits (bounded) until `done` holds.
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let started = Instant::now();
@@ -84,9 +92,7 @@ fn a_welcomed_client_is_already_listed_and_its_join_queued() {
     // kept open, so that no LEAVE comes between the JOINs.
     let clients = [Raw::connect(addr), Raw::connect_saying(addr, "/ping hi")];
     for b in &clients {
-        assert!(names(&mut a).iter().any(|n| n == b.name()), "{}", b.name());
-        let join = a.event();
-        assert_eq!(join.line, format!("JOIN {} {}", join.seq(), b.name()));
+        assert_listed_and_joined(&mut a, b.name());
     }
 }
 
@@ -276,9 +282,7 @@ fn with_a_token_a_client_is_listed_at_its_ok_auth() {
     b.line("/auth s3cret");
     assert_eq!(b.reply(), "OK auth");
     // Right after b's OK auth, a sees b listed, and gets b's JOIN.
-    assert!(names(&mut a).iter().any(|n| n == b.name()), "{}", b.name());
-    let join_b = a.event();
-    assert_eq!(join_b.line, format!("JOIN {} {}", join_b.seq(), b.name()));
+    assert_listed_and_joined(&mut a, b.name());
 }
 
 #[test]
