@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use support::process::{Serve, run_bounded};
 use support::redis::{Redis, free_port};
 use support::{Event, Raw, WAIT, events_until, named, parse_welcome};
-use tickcast::client::{Client, ClientConfig, Event as ClientEvent, Reconnect};
+use tickcast::client::{Client, ClientConfig, Event as ClientEvent};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tickcast");
 
@@ -756,13 +756,7 @@ fn a_redundant_client_on_two_nodes_loses_nothing_when_one_dies() {
         ClientConfig {
             redundant: true,
             name: Some("rita".into()),
-            reconnect: Reconnect {
-                initial_delay: Duration::from_millis(10),
-                max_delay: Duration::from_millis(200),
-                ..Reconnect::default()
-            },
-            keepalive: None,
-            ..ClientConfig::default()
+            ..support::fast()
         },
     )
     .expect("connect the redundant client");
