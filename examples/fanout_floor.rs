@@ -122,6 +122,16 @@ fn parse_options(args: impl IntoIterator<Item = String>) -> Result<Option<Option
         if flag == "--help" || flag == "-h" {
             return Ok(None);
         }
+        const FLAGS: [&str; 5] = [
+            "--subscribers",
+            "--events-per-write",
+            "--line-bytes",
+            "--readers",
+            "--seconds",
+        ];
+        if !FLAGS.contains(&flag.as_str()) {
+            return Err(format!("unknown flag {flag:?}"));
+        }
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--subscribers" => options.subscribers = positive(&flag, &value)?,
@@ -129,10 +139,11 @@ fn parse_options(args: impl IntoIterator<Item = String>) -> Result<Option<Option
             "--line-bytes" => options.line_bytes = positive(&flag, &value)?,
             "--readers" => options.readers = positive(&flag, &value)?,
             "--seconds" => match value.parse::<f64>() {
-                Ok(s) if s.is_finite() && s > 0.0 => options.seconds = s,
+                // At most a day: a longer run measures nothing more.
+                Ok(s) if s > 0.0 && s <= 86_400.0 => options.seconds = s,
                 _ => {
                     return Err(format!(
-                        "{flag} wants a number of seconds above 0, not {value:?}"
+                        "{flag} wants a number of seconds above 0 and at most 86400 (decimals allowed), not {value:?}"
                     ));
                 }
             },

@@ -362,12 +362,30 @@ fn a_silent_server_times_out_instead_of_hanging() {
 }
 
 #[test]
+fn payloads_larger_than_max_pending_over_a_window_get_through() {
+    // 128 messages of 200 KB in flight are 25 MB, three times the default
+    // --max-pending: the in-process server must not drop anyone for it.
+    let out = bench(&[
+        "--subscribers",
+        "2",
+        "--count",
+        "300",
+        "--payload",
+        "200000",
+        "--json",
+    ]);
+    assert_all_delivered(&out, 2, 300);
+}
+
+#[test]
 fn bad_arguments_are_refused() {
     for args in [
         &["--peer", "nats"][..],
         &["--mode", "rate"],
         &["--count", "5", "--duration", "1s"],
         &["--subscribers", "0"],
+        &["--window", "0"],
+        &["--window", "18446744073709551615"],
         &["--server-pid", "1"],
         &[
             "--peer",

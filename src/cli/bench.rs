@@ -240,12 +240,17 @@ pub fn run(args: BenchArgs) -> Result<(), Box<dyn Error>> {
     }
 }
 
+/// The most messages in flight: the window has a slot for each.
+const MAX_WINDOW: u64 = 1_000_000;
+
 fn plan(args: &BenchArgs) -> Result<Plan, String> {
     if args.subscribers == 0 {
         return Err("--subscribers must be at least 1".into());
     }
-    if args.window == 0 {
-        return Err("--window must be at least 1".into());
+    if args.window == 0 || args.window > MAX_WINDOW {
+        return Err(format!(
+            "--window must be at least 1 and at most {MAX_WINDOW} (messages in flight)"
+        ));
     }
     if args.peer != Peer::Tickcast && args.target.is_empty() {
         return Err(format!(
@@ -300,8 +305,8 @@ fn plan(args: &BenchArgs) -> Result<Plan, String> {
 }
 
 fn measure(args: &BenchArgs, plan: &Plan) -> Result<Figures, Box<dyn Error>> {
-    // Every subscriber is a socket here, and two more in an in-process
-    // server (a connection's socket and the clone its writer holds).
+    // Every subscriber is a socket here, and one more in an in-process
+    // server (its connection's socket): counted as two, to leave room.
     let per_subscriber = if args.target.is_empty() { 3 } else { 1 };
     cpu::ensure_files(plan.subscribers as u64 * per_subscriber + 64)?;
 
@@ -312,6 +317,16 @@ fn measure(args: &BenchArgs, plan: &Plan) -> Result<Figures, Box<dyn Error>> {
                 tick: None,
                 max_clients: plan.subscribers + 16,
                 max_line: plan.payload.max(4096) + 64,
+                // A whole window of messages may wait for a subscriber, and
+                // the publisher's own copies are not held back by the
+                // window at all: with large payloads that is more than the
+                // default --max-pending (8 MiB), and the server would drop
+                // them as slow consumers. The bench measures speed, not
+                // that limit.
+                max_pending: (args.window as usize)
+                    .saturating_mul(plan.payload + 64)
+                    .saturating_mul(4)
+                    .max(64 * 1024 * 1024),
                 message_events: false,
                 event_capacity: 16,
                 http: (plan.sse > 0).then(|| SocketAddr::from(([127, 0, 0, 1], 0))),
@@ -727,7 +742,8 @@ fn write_all(shared: &Shared, stream: &mut TcpStream, mut buf: &[u8]) -> io::Res
 }
 
 fn connect(target: SocketAddr) -> io::Result<TcpStream> {
-    let stream = TcpStream::connect_timeout(&target, Duration::from_secs(5))?;
+    let stream = TcpStream::connect_timeout(&target, Duration::from_secs(5))
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot connect to {target}: {e}")))?;
     stream.set_nodelay(true)?;
     Ok(stream)
 }

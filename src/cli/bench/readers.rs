@@ -325,7 +325,13 @@ impl Reader<'_> {
             Ok(n) => n,
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => return,
             Err(e) => {
-                self.fail(i, format!("read failed: {e}"));
+                let hint = if e.kind() == ErrorKind::ConnectionReset {
+                    " (a server drops a connection that falls more than --max-pending behind: \
+                     with a large --payload, start it with a larger --max-pending or lower --window)"
+                } else {
+                    ""
+                };
+                self.fail(i, format!("read failed: {e}{hint}"));
                 return;
             }
         };
